@@ -1,0 +1,98 @@
+# dify-batch-processor — `make help` lists every target.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN := $(VENV)/bin/dotenv -f .env run --no-override --
+EMULATOR_PORT ?= 8081
+WORKER_PORT ?= 8080
+LOADER_PORT ?= 8082
+DIFY_STANDIN_PORT ?= 8090
+SHEETS_STANDIN_PORT ?= 8091
+TASKS_STANDIN_PORT ?= 8123
+export PYTHONPATH := $(CURDIR)
+
+.DEFAULT_GOAL := help
+.PHONY: help install lock test test-unit lint fmt setup run-emulator stop-emulator \
+	run-dify-standin run-worker test-worker run-sheets-standin run-tasks-standin run-loader \
+	test-loader bench tf-fmt tf-check tf-validate clean
+
+help: ## List every target
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+
+install: ## Create .venv and install the pinned dependencies (requirements-dev.txt)
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q --require-hashes -r requirements-dev.txt
+	@command -v gcloud >/dev/null || echo "note: gcloud is not on PATH; emulator tests will be skipped"
+
+lock: ## Re-pin requirements.txt (functions) and requirements-dev.txt from pyproject.toml
+	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -q -o requirements.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes -q -o requirements-dev.txt
+
+test: ## Run the whole test suite (starts its own Firestore emulator)
+	$(VENV)/bin/pytest
+
+test-unit: ## Run only the pure-logic unit tests (no emulator, under a second)
+	$(VENV)/bin/pytest tests/unit
+
+lint: ## ruff (lint + format check) and mypy on the source
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy shared loader worker local
+
+fmt: ## Format the Python code and the Terraform
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	terraform fmt -recursive terraform
+
+setup: ## Create .env from .env.example (kept if it exists)
+	@if [ -f .env ]; then echo ".env exists; left as it is"; else cp .env.example .env && echo "created .env from .env.example: edit it for a real sheet and Dify app"; fi
+
+.env:
+	@cp .env.example .env && echo "created .env from .env.example"
+
+run-emulator: .env ## Start the Firestore emulator (Datastore mode) in the background on EMULATOR_PORT
+	@mkdir -p .run
+	@if [ -f .run/emulator.pid ] && kill -0 $$(cat .run/emulator.pid) 2>/dev/null; then \
+		echo "emulator already running (pid $$(cat .run/emulator.pid))"; exit 0; fi; \
+	nohup $(PY) -m local.emulator start --port $(EMULATOR_PORT) > .run/emulator.log 2>&1 & echo $$! > .run/emulator.pid; \
+	for i in $$(seq 1 120); do \
+		if curl -sf http://127.0.0.1:$(EMULATOR_PORT)/ >/dev/null; then \
+			echo "emulator up: DATASTORE_EMULATOR_HOST=127.0.0.1:$(EMULATOR_PORT) (log: .run/emulator.log)"; exit 0; fi; \
+		if ! kill -0 $$(cat .run/emulator.pid) 2>/dev/null; then cat .run/emulator.log; exit 1; fi; \
+		sleep 0.5; done; echo "emulator did not start; see .run/emulator.log"; exit 1
+
+stop-emulator: ## Stop the emulator started by run-emulator (and its Java process)
+	@if [ -f .run/emulator.pid ]; then kill $$(cat .run/emulator.pid) 2>/dev/null || true; rm -f .run/emulator.pid; echo "emulator stopped"; else echo "no emulator started by make"; fi
+
+run-dify-standin: ## Serve the local Dify stand-in (test/demo tool) on DIFY_STANDIN_PORT
+	$(PY) -m local.dify_standin --port $(DIFY_STANDIN_PORT) --latency 1
+
+run-worker: .env ## Serve the worker (process_row) with functions-framework on WORKER_PORT
+	$(RUN) $(VENV)/bin/functions-framework --source worker/main.py --target process_row --port $(WORKER_PORT)
+
+test-worker: .env ## Create a sample PENDING row, send it to the local worker, print the outcome
+	$(RUN) $(PY) -m local.send_task --worker-url http://127.0.0.1:$(WORKER_PORT)
+
+bench: ## Run the benchmarks under bench/ (writes bench/results/)
+	$(PY) -m bench.enqueue
+
+tf-fmt: ## Check Terraform formatting
+	terraform fmt -check -recursive terraform
+
+tf-check: ## Check the Terraform offline against the google provider schema (tfcheck.py)
+	@if [ -f ../shared/tools/tfcheck.py ]; then $(PY) ../shared/tools/tfcheck.py terraform; \
+	else echo "tf-check: ../shared/tools/tfcheck.py not found (it ships beside the checkout)"; exit 1; fi
+
+tf-validate: ## terraform init -backend=false && validate, per environment (needs the Terraform registry)
+	@if ! curl -s -m 5 -o /dev/null https://registry.terraform.io/.well-known/terraform.json; then \
+		echo "tf-validate: registry.terraform.io is unreachable from here; skipped (use make tf-check offline)"; exit 0; fi; \
+	for env in terraform/environments/*/; do \
+		echo "== $$env"; (cd $$env && terraform init -backend=false -input=false >/dev/null && terraform validate) || exit 1; done
+
+clean: ## Remove caches and local run state (keeps .venv and .env)
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,339 @@
+"""A local STAND-IN of Dify's workflow API, for tests and demos (never deployed).
+
+Speaks the documented wire format: `POST /v1/workflows/run` with a Bearer key, answering
+blocking JSON or a server-sent event stream, plus `POST /v1/workflows/tasks/{id}/stop`.
+Tests script its answers one call at a time (`replies`), or set a default `behaviour`.
+
+    python -m local.dify_standin --port 8090 --api-key app-local --latency 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Handler = Callable[["_RequestHandler", dict[str, Any]], None]
+
+
+@dataclass
+class Reply:
+    """One scripted answer; `write` gets the handler and the parsed request body."""
+
+    write: Handler
+    name: str = "reply"
+
+
+@dataclass
+class Call:
+    body: dict[str, Any]
+    authorization: str
+    path: str
+
+
+def _run_data(outputs: dict[str, Any], status: str, error: str | None) -> dict[str, Any]:
+    run_id = str(uuid.uuid4())
+    now = int(time.time())
+    return {
+        "id": run_id,
+        "workflow_id": "standin-workflow",
+        "status": status,
+        "outputs": outputs,
+        "error": error,
+        "elapsed_time": 0.42,
+        "total_tokens": 123,
+        "total_steps": 3,
+        "created_at": now,
+        "finished_at": now,
+    }
+
+
+def finish(
+    outputs: dict[str, Any] | None = None,
+    *,
+    status: str = "succeeded",
+    error: str | None = None,
+    delay: float = 0.0,
+) -> Reply:
+    """A run that ends with `status`, answered blocking or streamed as the request asked."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        data = _run_data(outputs if outputs is not None else echo(body), status, error)
+        task_id = str(uuid.uuid4())
+        if body.get("response_mode") == "streaming":
+            h.start_stream()
+            h.event(
+                {
+                    "event": "workflow_started",
+                    "task_id": task_id,
+                    "workflow_run_id": data["id"],
+                    "data": {"id": data["id"]},
+                }
+            )
+            h.ping()
+            h.pause(delay)
+            h.event({"event": "node_finished", "task_id": task_id, "data": {"node_id": "llm"}})
+            h.event({"event": "future_event_nobody_knows", "data": {}})
+            h.event(
+                {
+                    "event": "workflow_finished",
+                    "task_id": task_id,
+                    "workflow_run_id": data["id"],
+                    "data": data,
+                }
+            )
+        else:
+            h.pause(delay)
+            h.send_json(200, {"workflow_run_id": data["id"], "task_id": task_id, "data": data})
+
+    return Reply(write, f"finish:{status}")
+
+
+def http_error(
+    status: int, code: str, message: str, *, retry_after: str | None = None, html: bool = False
+) -> Reply:
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        if html:
+            h.send_raw(status, b"<html><body>Too Many Requests</body></html>", "text/html", headers)
+        else:
+            h.send_json(status, {"code": code, "message": message, "status": status}, headers)
+
+    return Reply(write, f"http:{status}")
+
+
+def stream_error(code: str, message: str, status: int = 400) -> Reply:
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        h.start_stream()
+        h.event({"event": "workflow_started", "task_id": "t-err", "data": {"id": "r-err"}})
+        h.event(
+            {
+                "event": "error",
+                "workflow_run_id": "r-err",
+                "code": code,
+                "message": message,
+                "status": status,
+            }
+        )
+
+    return Reply(write, "stream_error")
+
+
+def cut_off() -> Reply:
+    """The connection drops halfway through the answer."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        if body.get("response_mode") == "streaming":
+            h.start_stream()
+            h.event({"event": "workflow_started", "task_id": "t-cut", "data": {"id": "r-cut"}})
+        else:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", "5000")
+            h.end_headers()
+            h.wfile.write(b'{"workflow_run_id": "r-cut", "data": {"sta')
+        h.close_connection = True
+
+    return Reply(write, "cut_off")
+
+
+def not_json() -> Reply:
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        h.send_raw(200, b"<html>gateway says hello</html>", "application/json")
+
+    return Reply(write, "not_json")
+
+
+def hang(seconds: float, *, ping_every: float = 0.2) -> Reply:
+    """Answers nothing (blocking) or only pings (streaming) for `seconds`."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        if body.get("response_mode") == "streaming":
+            h.start_stream()
+            h.event({"event": "workflow_started", "task_id": "t-hang", "data": {"id": "r-hang"}})
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and not h.server.stopping.is_set():
+                h.ping()
+                h.pause(ping_every)
+        else:
+            h.pause(seconds)
+            h.send_json(200, {"data": _run_data({"text": "too late"}, "succeeded", None)})
+
+    return Reply(write, "hang")
+
+
+def echo(body: dict[str, Any]) -> dict[str, Any]:
+    inputs = body.get("inputs") or {}
+    return {"text": "processed: " + json.dumps(inputs, ensure_ascii=False), "inputs": inputs}
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def pause(self, seconds: float) -> None:
+        self.server.stopping.wait(seconds)
+
+    def send_raw(
+        self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def send_json(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_raw(
+            status, json.dumps(payload, ensure_ascii=False).encode(), "application/json", headers
+        )
+
+    def start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+
+    def event(self, payload: dict[str, Any]) -> None:
+        self.wfile.write(f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode())
+        self.wfile.flush()
+
+    def ping(self) -> None:
+        self.wfile.write(b"event: ping\n\n")
+        self.wfile.flush()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            self.send_json(
+                400, {"code": "invalid_param", "message": "body is not JSON", "status": 400}
+            )
+            return
+        stand_in = self.server.stand_in
+        auth = self.headers.get("Authorization", "")
+        stand_in.record(Call(body, auth, self.path))
+        if stand_in.api_key is not None and auth != f"Bearer {stand_in.api_key}":
+            self.send_json(
+                401, {"code": "unauthorized", "message": "Access token is invalid", "status": 401}
+            )
+            return
+        if self.path.startswith("/v1/workflows/tasks/") and self.path.endswith("/stop"):
+            self.send_json(200, {"result": "success"})
+            return
+        if not self.path.rstrip("/").endswith("/run"):
+            self.send_json(404, {"code": "not_found", "message": "no such endpoint", "status": 404})
+            return
+        if not isinstance(body.get("inputs"), dict) or not body.get("user"):
+            self.send_json(
+                400,
+                {
+                    "code": "invalid_param",
+                    "message": "inputs (object) and user are required",
+                    "status": 400,
+                },
+            )
+            return
+        self.pause(stand_in.latency)
+        # The client may give up first: timeouts are part of what tests exercise.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            stand_in.next_reply().write(self, body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    stand_in: DifyStandIn
+    stopping: threading.Event
+
+
+@dataclass
+class DifyStandIn:
+    """Start with `start()`; `url` is the workflow-run endpoint to put in DIFY_API_ENDPOINT."""
+
+    api_key: str | None = "app-standin-key"
+    latency: float = 0.0
+    behaviour: Callable[[], Reply] = field(default=finish)
+    calls: list[Call] = field(default_factory=list)
+    replies: deque[Reply] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: _Server | None = None
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> DifyStandIn:
+        server = _Server((host, port), _RequestHandler)
+        server.stand_in = self
+        server.stopping = threading.Event()
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True, name="dify-standin").start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stopping.set()
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start() the stand-in first"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/workflows/run"
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self.replies.extend(replies)
+
+    def next_reply(self) -> Reply:
+        with self._lock:
+            return self.replies.popleft() if self.replies else self.behaviour()
+
+    def record(self, call: Call) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def run_calls(self) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.path.rstrip("/").endswith("/run")]
+
+    def stop_calls(self) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.path.endswith("/stop")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Local stand-in of Dify's workflow API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--api-key", default="app-standin-key")
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds per workflow run")
+    args = parser.parse_args()
+    stand_in = DifyStandIn(api_key=args.api_key, latency=args.latency).start(args.host, args.port)
+    print(f"Dify stand-in: DIFY_API_ENDPOINT={stand_in.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        stand_in.stop()
+
+
+if __name__ == "__main__":
+    main()

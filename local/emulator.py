@@ -1,0 +1,115 @@
+"""Start and stop the gcloud CLI's Firestore emulator in Datastore mode (local runs and tests).
+
+python -m local.emulator start [--port 8081]   # foreground until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+
+COMPONENT_HINT = (
+    "the Firestore emulator needs the gcloud CLI with its emulator component: "
+    "`gcloud components install cloud-firestore-emulator` (or Debian's "
+    "google-cloud-cli-firestore-emulator package) and Java 17+"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def is_up(host: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}/", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class Emulator:
+    host: str
+    process: subprocess.Popen[bytes] | None
+
+    def stop(self) -> None:
+        """Stop gcloud and the Java process it started (its whole process group)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def start(
+    port: int | None = None, *, timeout_s: float = 60.0, log_path: str | None = None
+) -> Emulator:
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        raise RuntimeError(f"gcloud is not on PATH: {COMPONENT_HINT}")
+    host = f"127.0.0.1:{port or free_port()}"
+    log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - kept open for the child's life
+    process = subprocess.Popen(
+        [
+            gcloud,
+            "emulators",
+            "firestore",
+            "start",
+            "--database-mode=datastore-mode",
+            f"--host-port={host}",
+            "--quiet",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    emulator = Emulator(host, process)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the emulator exited with {process.returncode}: {COMPONENT_HINT}")
+        if is_up(host):
+            return emulator
+        time.sleep(0.2)
+    emulator.stop()
+    raise RuntimeError(f"the emulator did not answer on {host} within {timeout_s:g} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["start"])
+    parser.add_argument("--port", type=int, default=8081)
+    args = parser.parse_args()
+    emulator = start(args.port)
+    print(
+        f"Firestore emulator (Datastore mode) on {emulator.host}\n"
+        f"export DATASTORE_EMULATOR_HOST={emulator.host}",
+        flush=True,
+    )
+    # `make stop-emulator` sends SIGTERM: take gcloud's Java process down with us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        assert emulator.process is not None
+        emulator.process.wait()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        emulator.stop()
+
+
+if __name__ == "__main__":
+    main()

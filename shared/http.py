@@ -1,0 +1,74 @@
+"""The HTTP edge shared by both functions: parse a request, turn an outcome into an answer."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import flask
+
+from shared.errors import ConfigError, TransientError
+from shared.logs import get_logger
+from shared.worker_service import TaskResult, WorkerOutcome
+
+log = get_logger("http")
+MAX_ROW_ID_BYTES = 1500  # a Datastore key name's limit
+
+Answer = tuple[dict[str, Any], int, dict[str, str]]
+
+
+def json_answer(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Answer:
+    return body, status, headers or {}
+
+
+def parse_task(request: flask.Request) -> str | Answer:
+    """The task body `{"id": "<row id>"}` -> the row id, or a 400 answer saying what is wrong."""
+    raw = request.get_data(cache=False, as_text=False)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return json_answer(
+            {
+                "error": 'the body is not JSON; send {"id": "<row id>"} with Content-Type '
+                "application/json"
+            },
+            400,
+        )
+    row_id = body.get("id") if isinstance(body, dict) else None
+    if isinstance(row_id, int) and not isinstance(row_id, bool):
+        row_id = str(row_id)
+    if not isinstance(row_id, str) or not row_id.strip():
+        return json_answer(
+            {"error": 'the body needs a non-empty string "id": {"id": "<row id>"}'}, 400
+        )
+    if len(row_id.encode()) > MAX_ROW_ID_BYTES:
+        return json_answer({"error": f'"id" is longer than {MAX_ROW_ID_BYTES} bytes'}, 400)
+    return row_id
+
+
+def worker_answer(outcome: WorkerOutcome) -> Answer:
+    """Map an outcome to what Cloud Tasks should do: 2xx deletes the task, 429/503 retries."""
+    body = {
+        "id": outcome.row_id,
+        "outcome": outcome.result.value,
+        "attempt": outcome.attempt,
+        "detail": outcome.detail,
+    }
+    if outcome.result is not TaskResult.RETRY:
+        return json_answer(body, 200)
+    if outcome.retry_after is not None:
+        return json_answer(body, 429, {"Retry-After": str(max(1, math.ceil(outcome.retry_after)))})
+    return json_answer(body, 503)
+
+
+def failure_answer(exc: Exception) -> Answer:
+    """Settings errors and an unavailable Datastore: a retryable answer that says why."""
+    if isinstance(exc, ConfigError):
+        log.error("%s", exc.message, extra={"event": "config_error"})
+        return json_answer({"error": exc.message}, 500)
+    if isinstance(exc, TransientError):
+        log.warning("%s", exc.describe(), extra={"event": "transient_error"})
+        return json_answer({"error": exc.describe()}, 503)
+    log.exception("unexpected error", extra={"event": "internal_error"})
+    return json_answer({"error": f"internal error: {type(exc).__name__}"}, 500)

@@ -1,0 +1,81 @@
+"""StatusStore against the emulator: transactions under real contention."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from shared.claims import ClaimVerdict
+from shared.model import KIND, Status
+from shared.store import NewRow, Transition
+
+pytestmark = pytest.mark.emulator
+
+
+def new(row_id: str) -> NewRow:
+    return NewRow(row_id, {"q": row_id}, "h", 1)
+
+
+def test_racing_claims_have_exactly_one_winner(store):
+    store.insert_new([new("r")])
+    barrier = threading.Barrier(16)
+    verdicts: list[ClaimVerdict] = []
+
+    def claim() -> None:
+        barrier.wait()
+        verdicts.append(store.claim("r", max_attempts=5, lease_seconds=60).verdict)
+
+    threads = [threading.Thread(target=claim) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert verdicts.count(ClaimVerdict.CLAIM) == 1
+    assert verdicts.count(ClaimVerdict.BUSY) == 15
+
+
+def test_an_outcome_is_written_only_while_the_claim_is_ours(store, ds_client):
+    store.insert_new([new("r")])
+    first = store.claim("r", max_attempts=5, lease_seconds=0)  # expires at once
+    second = store.claim("r", max_attempts=5, lease_seconds=60)
+    assert (first.verdict, second.verdict) == (ClaimVerdict.CLAIM, ClaimVerdict.CLAIM)
+    assert not store.finish("r", claim_id=first.claim_id, changes={"status": "SUCCESS"})
+    assert store.finish("r", claim_id=second.claim_id, changes={"status": "FAILED"})
+    row = ds_client.get(ds_client.key(KIND, "r"))
+    assert (row["status"], row["attempts"], row["claim_id"]) == ("FAILED", 2, None)
+
+
+def test_insert_new_never_overwrites_an_existing_row(store, ds_client):
+    store.insert_new([new("a")])
+    store.claim("a", max_attempts=5, lease_seconds=60)
+    assert store.insert_new([new("a"), new("b")]) == ["b"]
+    assert ds_client.get(ds_client.key(KIND, "a"))["status"] == "PROCESSING"
+
+
+def test_long_text_is_not_indexed(store, ds_client):
+    store.insert_new([NewRow("big", {"text": "x" * 5000}, "h", 1)])
+    row = ds_client.get(ds_client.key(KIND, "big"))
+    assert {"inputs", "result", "error"} <= set(row.exclude_from_indexes)
+
+
+def test_transitions_apply_only_to_rows_still_as_expected(store):
+    store.insert_new([new("a"), new("b")])
+    store.claim("b", max_attempts=5, lease_seconds=60)
+    applied = store.apply(
+        [
+            Transition("a", Status.PENDING, 0, {"generation": 1}),
+            Transition("b", Status.PENDING, 0, {"generation": 1}),  # b is PROCESSING now
+            Transition("missing", Status.PENDING, 0, {"generation": 1}),
+        ]
+    )
+    assert applied == ["a"]
+    assert store.get_many(["a", "b"])["a"].generation == 1
+
+
+def test_get_many_reads_more_than_one_lookup_batch(store):
+    ids = [f"row-{i}" for i in range(1200)]
+    store.insert_new([new(i) for i in ids])
+    found = store.get_many([*ids, "absent"])
+    assert len(found) == 1200
+    assert found["row-1199"].inputs == {"q": "row-1199"}

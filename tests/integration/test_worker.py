@@ -1,0 +1,474 @@
+"""The worker over real HTTP: functions-framework serving worker/main.py, the real
+google-cloud-datastore client against the emulator, the real httpx client against the
+local Dify stand-in. Every row of the outcome table in the worker issue is here."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from local import dify_standin as dify
+from local.emulator import free_port
+from local.secret_manager_standin import SecretManagerStandIn
+from shared.model import KIND
+from shared.store import NewRow, StatusStore
+from tests.conftest import PROJECT
+from tests.support.servers import serve_function
+
+pytestmark = pytest.mark.emulator
+KEY = "app-test-key-5f1c"
+
+
+@pytest.fixture
+def dify_server() -> Iterator[dify.DifyStandIn]:
+    server = dify.DifyStandIn(api_key=KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def worker_env(monkeypatch, namespace, dify_server):
+    env = {
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "DATASTORE_NAMESPACE": namespace,
+        "DIFY_API_ENDPOINT": dify_server.url,
+        "DIFY_API_KEY": KEY,
+        "DIFY_API_TIMEOUT_MINUTES": "0.05",  # 3 s: the timeout cases stay short
+        "MAX_ATTEMPTS": "3",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def worker_url(worker_env) -> Iterator[str]:
+    with serve_function("worker/main.py", "process_row") as url:
+        yield url
+
+
+def add_row(store: StatusStore, row_id: str = "row-1", inputs: dict | None = None) -> None:
+    store.insert_new([NewRow(row_id, inputs or {"topic": "cats"}, "hash", 2)])
+
+
+def deliver(url: str, body: object = None, raw: bytes | None = None) -> httpx.Response:
+    content = raw if raw is not None else json.dumps(body or {"id": "row-1"}).encode()
+    return httpx.post(
+        url, content=content, headers={"Content-Type": "application/json"}, timeout=30
+    )
+
+
+def entity(ds_client, row_id: str = "row-1"):
+    return ds_client.get(ds_client.key(KIND, row_id))
+
+
+# -- success -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["blocking", "streaming"])
+@pytest.mark.parametrize("status", ["succeeded", "partial-succeeded"])
+def test_a_succeeded_run_is_recorded_with_its_outputs(
+    monkeypatch, worker_env, store, ds_client, dify_server, mode, status
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", mode)
+    add_row(store)
+    dify_server.script(dify.finish({"answer": "42"}, status=status))
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "succeeded"
+    row = entity(ds_client)
+    assert row["status"] == "SUCCESS"
+    assert json.loads(row["result"]) == {"answer": "42"}
+    assert row["attempts"] == 1
+    assert row["workflow_run_id"]
+    assert row["total_tokens"] == 123
+    assert row["elapsed_time"] == pytest.approx(0.42)
+    assert row["error"] is None
+    assert row["lease_expires_at"] is None
+    call = dify_server.run_calls()[0]
+    assert call.body == {
+        "inputs": {"topic": "cats"},
+        "response_mode": mode,
+        "user": "dify-batch-processor",
+    }
+    assert call.authorization == f"Bearer {KEY}"
+
+
+def test_korean_and_emoji_round_trip_unchanged(worker_url, store, ds_client, dify_server):
+    inputs = {"제목": "고양이는 왜 상자를 좋아할까? 🐱📦", "note": "naïve — ü"}
+    add_row(store, "행-1", inputs)
+    assert deliver(worker_url, {"id": "행-1"}).status_code == 200
+    row = entity(ds_client, "행-1")
+    assert row["status"] == "SUCCESS"
+    assert dify_server.run_calls()[0].body["inputs"] == inputs
+    assert json.loads(row["result"])["inputs"] == inputs
+    assert "고양이는 왜 상자를 좋아할까? 🐱📦" in row["result"]  # stored as text, not \\u escapes
+
+
+# -- permanent failures: FAILED, 200, never retried -------------------------------------------
+
+PERMANENT = [
+    *[
+        dify.http_error(400, code, f"{code} happened")
+        for code in (
+            "invalid_param",
+            "app_unavailable",
+            "provider_not_initialize",
+            "provider_quota_exceeded",
+            "model_currently_not_support",
+            "completion_request_error",
+        )
+    ],
+    dify.http_error(401, "unauthorized", "Access token is invalid"),
+    dify.http_error(403, "forbidden", "app is disabled"),
+    dify.http_error(404, "not_found", "workflow not found"),
+    dify.finish(status="failed", error="LLM node exploded"),
+    dify.finish(status="stopped", error="stopped by user"),
+]
+
+
+@pytest.mark.parametrize("mode", ["blocking", "streaming"])
+@pytest.mark.parametrize("reply", PERMANENT, ids=lambda r: r.name)
+def test_permanent_failures_are_recorded_and_not_retried(
+    monkeypatch, worker_env, store, ds_client, dify_server, reply, mode
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", mode)
+    add_row(store)
+    dify_server.script(reply)
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+        assert response.status_code == 200
+        assert response.json()["outcome"] == "failed"
+        row = entity(ds_client)
+        assert row["status"] == "FAILED"
+        assert row["attempts"] == 1
+        assert row["error"]
+        # A second delivery of the same task changes nothing and calls Dify no more.
+        assert deliver(url).json()["outcome"] == "duplicate"
+    assert len(dify_server.run_calls()) == 1
+    assert entity(ds_client)["error"] == row["error"]
+
+
+def test_a_failed_error_keeps_difys_code_and_message(worker_url, store, ds_client, dify_server):
+    add_row(store)
+    dify_server.script(dify.http_error(400, "provider_quota_exceeded", "Your quota is used up"))
+    deliver(worker_url)
+    assert entity(ds_client)["error"] == (
+        "provider_quota_exceeded: Dify answered HTTP 400: Your quota is used up"
+    )
+
+
+def test_a_stream_error_event_is_classified_like_its_status(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", "streaming")
+    add_row(store, "a")
+    add_row(store, "b")
+    dify_server.script(
+        dify.stream_error("invalid_param", "bad input", 400),
+        dify.stream_error("internal_server_error", "boom", 500),
+    )
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url, {"id": "a"}).status_code == 200
+        assert deliver(url, {"id": "b"}).status_code == 503
+    assert entity(ds_client, "a")["status"] == "FAILED"
+    assert entity(ds_client, "b")["status"] == "PENDING"
+
+
+# -- transient failures: back to PENDING, 503/429, retried ------------------------------------
+
+TRANSIENT = [
+    dify.http_error(429, "too_many_requests", "Too many requests"),
+    dify.http_error(429, "", "", html=True),
+    dify.http_error(500, "internal_server_error", "boom"),
+    dify.http_error(502, "", "bad gateway", html=True),
+    dify.http_error(503, "", "unavailable"),
+    dify.not_json(),
+    dify.cut_off(),
+    dify.hang(6),
+]
+
+
+@pytest.mark.parametrize("mode", ["blocking", "streaming"])
+@pytest.mark.parametrize("reply", TRANSIENT, ids=lambda r: r.name)
+def test_transient_failures_go_back_to_pending_and_ask_for_a_retry(
+    monkeypatch, worker_env, store, ds_client, dify_server, reply, mode
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", mode)
+    add_row(store)
+    dify_server.script(reply)
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+        assert response.status_code == 503
+        assert response.json()["outcome"] == "retry"
+        row = entity(ds_client)
+        assert row["status"] == "PENDING"
+        assert row["attempts"] == 1
+        assert row["error"]
+        assert row["lease_expires_at"] is None
+        # The retry Cloud Tasks sends runs the workflow again and can succeed.
+        assert deliver(url).status_code == 200
+    row = entity(ds_client)
+    assert row["status"] == "SUCCESS"
+    assert row["attempts"] == 2
+    assert len(dify_server.run_calls()) == 2
+
+
+def test_429_with_retry_after_is_passed_on(worker_url, store, ds_client, dify_server):
+    add_row(store)
+    dify_server.script(dify.http_error(429, "rate_limit_error", "slow down", retry_after="37"))
+    response = deliver(worker_url)
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "37"
+    assert entity(ds_client)["status"] == "PENDING"
+
+
+def test_a_connection_error_is_retried(monkeypatch, worker_env, store, ds_client):
+    monkeypatch.setenv("DIFY_API_ENDPOINT", f"http://127.0.0.1:{free_port()}/v1/workflows/run")
+    add_row(store)
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url).status_code == 503
+    row = entity(ds_client)
+    assert row["status"] == "PENDING"
+    assert row["error"].startswith("connection_error:")
+
+
+def test_a_stream_of_pings_is_cut_at_the_timeout_and_the_dify_task_stopped(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", "streaming")
+    add_row(store)
+    dify_server.script(dify.hang(30))
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url).status_code == 503
+    assert entity(ds_client)["error"].startswith("timeout:")
+    assert [c.path for c in dify_server.stop_calls()] == ["/v1/workflows/tasks/t-hang/stop"]
+
+
+def test_a_transient_failure_at_the_last_attempt_fails_the_row(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    monkeypatch.setenv("MAX_ATTEMPTS", "2")
+    add_row(store)
+    dify_server.script(
+        dify.http_error(500, "internal_server_error", "boom"),
+        dify.http_error(502, "bad_gateway", "still down"),
+    )
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url).status_code == 503
+        response = deliver(url)
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "failed"
+    row = entity(ds_client)
+    assert row["status"] == "FAILED"
+    assert row["attempts"] == 2
+    assert (
+        row["error"] == "gave up after 2 attempts (MAX_ATTEMPTS): bad_gateway: "
+        "Dify answered HTTP 502: still down"
+    )
+
+
+def test_a_row_past_max_attempts_is_failed_without_calling_dify(
+    worker_url, store, ds_client, dify_server
+):
+    add_row(store)
+    row = entity(ds_client)
+    row.update(attempts=3, error="timeout: no answer", status="PENDING")
+    ds_client.put(row)
+    response = deliver(worker_url)
+    assert response.status_code == 200
+    row = entity(ds_client)
+    assert row["status"] == "FAILED"
+    assert "all 3 attempts" in row["error"]
+    assert "timeout: no answer" in row["error"]
+    assert dify_server.run_calls() == []
+
+
+# -- duplicates, missing rows, bad bodies ---------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["SUCCESS", "FAILED"])
+def test_a_finished_row_is_left_alone(worker_url, store, ds_client, dify_server, status):
+    add_row(store)
+    row = entity(ds_client)
+    row.update(status=status, result='{"kept": true}', attempts=1)
+    ds_client.put(row)
+    response = deliver(worker_url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "duplicate")
+    assert entity(ds_client)["result"] == '{"kept": true}'
+    assert dify_server.run_calls() == []
+
+
+def test_a_row_under_a_live_claim_is_left_alone(worker_url, store, ds_client, dify_server):
+    add_row(store)
+    row = entity(ds_client)
+    lease = datetime.now(UTC) + timedelta(minutes=5)
+    row.update(status="PROCESSING", attempts=1, claim_id="someone", lease_expires_at=lease)
+    ds_client.put(row)
+    assert deliver(worker_url).json()["outcome"] == "duplicate"
+    assert entity(ds_client)["claim_id"] == "someone"
+    assert dify_server.run_calls() == []
+
+
+def test_a_row_whose_claim_expired_is_taken_over(worker_url, store, ds_client, dify_server):
+    add_row(store)
+    row = entity(ds_client)
+    lease = datetime.now(UTC) - timedelta(seconds=1)
+    row.update(status="PROCESSING", attempts=1, claim_id="dead-worker", lease_expires_at=lease)
+    ds_client.put(row)
+    assert deliver(worker_url).json()["outcome"] == "succeeded"
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("SUCCESS", 2)
+
+
+def test_an_unknown_id_changes_nothing_and_is_logged_as_an_error(
+    worker_url, ds_client, dify_server, capsys
+):
+    response = deliver(worker_url, {"id": "nobody"})
+    assert (response.status_code, response.json()["outcome"]) == (200, "missing")
+    assert entity(ds_client, "nobody") is None
+    assert dify_server.run_calls() == []
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert any(x["severity"] == "ERROR" and x.get("row_id") == "nobody" for x in lines)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"not json", b"[]", b"{}", b'{"id": ""}', b'{"id": null}', b'{"row": "row-1"}']
+)
+def test_a_bad_body_is_a_400_that_writes_nothing(worker_url, store, ds_client, raw, dify_server):
+    add_row(store)
+    before = dict(entity(ds_client))
+    response = deliver(worker_url, raw=raw)
+    assert response.status_code == 400
+    assert "id" in response.json()["error"]
+    assert dict(entity(ds_client)) == before
+    assert dify_server.run_calls() == []
+
+
+# -- races, sizes, secrets --------------------------------------------------------------------
+
+
+def test_concurrent_deliveries_of_one_task_run_the_workflow_once(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    dify_server.latency = 0.5  # every delivery arrives while the first is still running
+    add_row(store)
+    with serve_function("worker/main.py", "process_row") as url:
+        barrier = threading.Barrier(12)
+        answers: list[httpx.Response] = []
+
+        def one() -> None:
+            barrier.wait()
+            answers.append(deliver(url))
+
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    outcomes = sorted(a.json()["outcome"] for a in answers)
+    assert outcomes == ["duplicate"] * 11 + ["succeeded"]
+    assert all(a.status_code == 200 for a in answers)
+    assert len(dify_server.run_calls()) == 1
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("SUCCESS", 1)
+
+
+def test_an_output_over_the_entity_limit_is_failed_with_an_explanation(
+    worker_url, store, ds_client, dify_server
+):
+    add_row(store)
+    dify_server.script(dify.finish({"text": "가" * 400_000}))  # 1.2 MB of UTF-8
+    response = deliver(worker_url)
+    assert response.status_code == 200
+    row = entity(ds_client)
+    assert row["status"] == "FAILED"
+    assert row["error"].startswith("output_too_large:")
+    assert row["workflow_run_id"] in row["error"]  # says where the full output lives
+    assert row["result"] is None
+    assert len(dify_server.run_calls()) == 1
+
+
+def test_an_answer_over_the_response_cap_is_refused_unread(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    monkeypatch.setenv("DIFY_MAX_RESPONSE_BYTES", "100000")
+    add_row(store)
+    dify_server.script(dify.finish({"text": "x" * 200_000}))
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url).status_code == 200
+    row = entity(ds_client)
+    assert row["status"] == "FAILED"
+    assert row["error"].startswith("response_too_large:")
+
+
+def test_the_key_comes_from_secret_manager_and_never_leaks(
+    monkeypatch, worker_env, store, ds_client, dify_server, capsys
+):
+    secrets = SecretManagerStandIn({"dify-api-key": KEY}).start()
+    try:
+        monkeypatch.delenv("DIFY_API_KEY")
+        monkeypatch.setenv("DIFY_API_KEY_SECRET_ID", "dify-api-key")
+        monkeypatch.setenv("SECRET_MANAGER_EMULATOR_HOST", secrets.host)
+        add_row(store, "ok")
+        add_row(store, "denied")
+        dify_server.script(dify.finish({"a": 1}), dify.http_error(401, "unauthorized", "nope"))
+        with serve_function("worker/main.py", "process_row") as url:
+            assert deliver(url, {"id": "ok"}).status_code == 200
+            assert deliver(url, {"id": "denied"}).status_code == 200
+    finally:
+        secrets.stop()
+    assert secrets.accessed == [f"projects/{PROJECT}/secrets/dify-api-key/versions/latest"]
+    assert dify_server.run_calls()[0].authorization == f"Bearer {KEY}"
+    assert entity(ds_client, "ok")["status"] == "SUCCESS"
+    out = capsys.readouterr().out
+    assert "row_outcome" in out
+    assert KEY not in out
+    for row_id in ("ok", "denied"):
+        assert KEY not in json.dumps(dict(entity(ds_client, row_id)), default=str)
+
+
+def test_a_missing_secret_is_a_clear_error(monkeypatch, worker_env, store):
+    secrets = SecretManagerStandIn({}).start()
+    try:
+        monkeypatch.delenv("DIFY_API_KEY")
+        monkeypatch.setenv("DIFY_API_KEY_SECRET_ID", "nope")
+        monkeypatch.setenv("SECRET_MANAGER_EMULATOR_HOST", secrets.host)
+        add_row(store)
+        with serve_function("worker/main.py", "process_row") as url:
+            response = deliver(url)
+    finally:
+        secrets.stop()
+    assert response.status_code == 500
+    assert "DIFY_API_KEY_SECRET_ID" in response.json()["error"]
+    assert "secretAccessor" in response.json()["error"]
+
+
+def test_missing_settings_name_the_variable(monkeypatch, worker_env):
+    monkeypatch.delenv("DIFY_API_ENDPOINT")
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert response.status_code == 500
+    assert "DIFY_API_ENDPOINT is not set" in response.json()["error"]
+
+
+def test_one_log_line_per_outcome_with_id_attempt_and_duration(worker_url, store, capsys):
+    add_row(store)
+    deliver(worker_url)
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    outcome_lines = [x for x in lines if x.get("event") == "row_outcome"]
+    assert len(outcome_lines) == 1
+    line = outcome_lines[0]
+    assert (line["severity"], line["row_id"], line["outcome"], line["attempt"]) == (
+        "INFO",
+        "row-1",
+        "succeeded",
+        1,
+    )
+    assert isinstance(line["duration_s"], float)

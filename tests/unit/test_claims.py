@@ -1,0 +1,50 @@
+"""The worker's claim and retry decisions: pure functions on plain data."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.claims import ClaimVerdict, decide_after_error, decide_claim
+from shared.errors import PermanentError, TransientError
+from shared.model import Status, StoredRow
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def row(status, attempts=0, lease=None):
+    return StoredRow("r", Status(status), attempts=attempts, lease_expires_at=lease)
+
+
+@pytest.mark.parametrize(
+    ("stored", "verdict"),
+    [
+        (None, ClaimVerdict.MISSING),
+        (row("PENDING"), ClaimVerdict.CLAIM),
+        (row("SUCCESS"), ClaimVerdict.FINISHED),
+        (row("FAILED"), ClaimVerdict.FINISHED),
+        (row("PROCESSING", 1, NOW + timedelta(seconds=1)), ClaimVerdict.BUSY),
+        (row("PROCESSING", 1, NOW - timedelta(seconds=1)), ClaimVerdict.CLAIM),
+        (row("PROCESSING", 1, NOW), ClaimVerdict.CLAIM),
+        (row("PENDING", 5), ClaimVerdict.EXHAUSTED),
+        (row("PROCESSING", 5, NOW - timedelta(seconds=1)), ClaimVerdict.EXHAUSTED),
+        (row("SUCCESS", 9), ClaimVerdict.FINISHED),
+    ],
+)
+def test_decide_claim(stored, verdict):
+    assert decide_claim(stored, now=NOW, max_attempts=5) is verdict
+
+
+def test_transient_errors_retry_until_the_last_attempt():
+    error = TransientError("x", code="timeout")
+    assert decide_after_error(error, attempt=4, max_attempts=5).status is Status.PENDING
+    assert decide_after_error(error, attempt=4, max_attempts=5).retry
+    last = decide_after_error(error, attempt=5, max_attempts=5)
+    assert (last.status, last.retry) == (Status.FAILED, False)
+    assert last.error == "gave up after 5 attempts (MAX_ATTEMPTS): timeout: x"
+
+
+def test_permanent_errors_fail_at_once():
+    after = decide_after_error(
+        PermanentError("bad", code="invalid_param"), attempt=1, max_attempts=5
+    )
+    assert (after.status, after.retry, after.error) == (Status.FAILED, False, "invalid_param: bad")
