@@ -77,6 +77,18 @@ run-worker: .env ## Serve the worker (process_row) with functions-framework on W
 test-worker: .env ## Create a sample PENDING row, send it to the local worker, print the outcome
 	$(RUN) $(PY) -m local.send_task --worker-url http://127.0.0.1:$(WORKER_PORT)
 
+run-loader: .env ## Serve the loader (load_sheet) on LOADER_PORT; starts the Sheets/Tasks stand-ins .env points at
+	$(RUN) $(PY) -m local.run_loader --port $(LOADER_PORT)
+
+test-loader: .env ## Trigger the local loader, print its summary, follow the rows' statuses
+	$(RUN) $(PY) -m local.trigger_loader --loader-url http://127.0.0.1:$(LOADER_PORT) $(OPTIONS)
+
+run-sheets-standin: ## Serve the Sheets API stand-in with the sample sheet on SHEETS_STANDIN_PORT
+	$(PY) -m local.sheets_standin --port $(SHEETS_STANDIN_PORT)
+
+run-tasks-standin: ## Serve the Cloud Tasks stand-in (dispatching to WORKER_URL) on TASKS_STANDIN_PORT
+	$(PY) -m local.cloud_tasks_standin --port $(TASKS_STANDIN_PORT) --dispatch
+
 bench: ## Run the benchmarks under bench/ (writes bench/results/)
 	$(PY) -m bench.enqueue
 

@@ -251,10 +251,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 },
             )
             return
-        self.pause(stand_in.latency)
-        # The client may give up first: timeouts are part of what tests exercise.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            stand_in.next_reply().write(self, body)
+        stand_in.running(+1)
+        try:
+            self.pause(stand_in.latency)
+            # The client may give up first: timeouts are part of what tests exercise.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                stand_in.next_reply().write(self, body)
+        finally:
+            stand_in.running(-1)
 
 
 class _Server(ThreadingHTTPServer):
@@ -274,6 +278,8 @@ class DifyStandIn:
     replies: deque[Reply] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: _Server | None = None
+    in_flight: int = 0
+    peak_in_flight: int = 0  # most workflow runs answered at the same time
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> DifyStandIn:
         server = _Server((host, port), _RequestHandler)
@@ -306,6 +312,11 @@ class DifyStandIn:
     def next_reply(self) -> Reply:
         with self._lock:
             return self.replies.popleft() if self.replies else self.behaviour()
+
+    def running(self, change: int) -> None:
+        with self._lock:
+            self.in_flight += change
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
     def record(self, call: Call) -> None:
         with self._lock:

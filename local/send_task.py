@@ -14,8 +14,8 @@ from google.cloud import datastore
 
 from shared.config import CommonSettings, load
 from shared.errors import ConfigError
-from shared.model import KIND
-from shared.store import NewRow, StatusStore
+from shared.model import KIND, NewRow
+from shared.store import StatusStore
 
 
 def main() -> None:

@@ -8,8 +8,10 @@ from typing import Any
 
 import flask
 
-from shared.errors import ConfigError, TransientError
+from shared.errors import ConfigError, SheetError, TransientError
+from shared.loader_service import LoadReport
 from shared.logs import get_logger
+from shared.planning import LoadOptions
 from shared.worker_service import TaskResult, WorkerOutcome
 
 log = get_logger("http")
@@ -62,11 +64,59 @@ def worker_answer(outcome: WorkerOutcome) -> Answer:
     return json_answer(body, 503)
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+OPTION_NAMES = ("dry_run", "retry_failed", "reprocess_changed")
+
+
+def parse_load_options(request: flask.Request) -> LoadOptions | Answer:
+    """Options from the query string or a JSON body (Cloud Scheduler sends one)."""
+    given: dict[str, Any] = dict(request.args.items())
+    raw = request.get_data(cache=True, as_text=True)
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return json_answer(
+                {"error": 'the body is not JSON; send options like {"dry_run": true}, or none'}, 400
+            )
+        if not isinstance(body, dict):
+            return json_answer({"error": "the body must be a JSON object of options"}, 400)
+        given.update(body)
+    unknown = sorted(set(given) - set(OPTION_NAMES))
+    if unknown:
+        return json_answer(
+            {"error": f"unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTION_NAMES)}"},
+            400,
+        )
+    values: dict[str, bool] = {}
+    for name, value in given.items():
+        text = str(value).strip().lower()
+        if isinstance(value, bool):
+            values[name] = value
+        elif text in _TRUE | _FALSE:
+            values[name] = text in _TRUE
+        else:
+            return json_answer(
+                {"error": f"option {name} must be true or false, got {value!r}"}, 400
+            )
+    return LoadOptions(**values)
+
+
+def loader_answer(report: LoadReport) -> Answer:
+    """200 with the summary; 503 when some tasks could not be created, so Cloud Scheduler's
+    retry (or the next run) creates them."""
+    return json_answer(report.to_dict(), 503 if report.errors else 200)
+
+
 def failure_answer(exc: Exception) -> Answer:
-    """Settings errors and an unavailable Datastore: a retryable answer that says why."""
+    """Settings or sheet errors and unavailable services: an answer that says why."""
     if isinstance(exc, ConfigError):
         log.error("%s", exc.message, extra={"event": "config_error"})
         return json_answer({"error": exc.message}, 500)
+    if isinstance(exc, SheetError):
+        log.error("%s", exc.message, extra={"event": "sheet_error"})
+        return json_answer({"error": exc.message}, 422)
     if isinstance(exc, TransientError):
         log.warning("%s", exc.describe(), extra={"event": "transient_error"})
         return json_answer({"error": exc.describe()}, 503)

@@ -46,3 +46,23 @@ class WorkflowRun:
     elapsed_time: float | None = None
     total_tokens: int | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class NewRow:
+    row_id: str
+    inputs: dict[str, Any]
+    inputs_hash: str
+    row_number: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Change a row only if it is still `expect_status` at `expect_generation` (and, when set,
+    its lease expired before `lease_expired_before`)."""
+
+    row_id: str
+    expect_status: Status
+    expect_generation: int
+    changes: dict[str, Any] = field(default_factory=dict)
+    lease_expired_before: datetime | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from google.cloud import datastore
 
 from shared.claims import ClaimVerdict, decide_claim
 from shared.errors import TransientError
-from shared.model import KIND, Status, StoredRow
+from shared.model import KIND, NewRow, Status, StoredRow, Transition
 
 T = TypeVar("T")
 LOOKUP_BATCH = 1000  # Datastore's limit of keys per lookup
@@ -62,26 +62,6 @@ class Claim:
     row: StoredRow | None = None
     claim_id: str | None = None
     attempt: int = 0
-
-
-@dataclass(frozen=True)
-class NewRow:
-    row_id: str
-    inputs: dict[str, Any]
-    inputs_hash: str
-    row_number: int
-
-
-@dataclass(frozen=True)
-class Transition:
-    """Change a row only if it is still `expect_status` at `expect_generation` (and, when set,
-    its lease expired before `lease_expired_before`)."""
-
-    row_id: str
-    expect_status: Status
-    expect_generation: int
-    changes: dict[str, Any] = field(default_factory=dict)
-    lease_expired_before: datetime | None = None
 
 
 def to_stored_row(entity: datastore.Entity) -> StoredRow:

@@ -6,24 +6,36 @@ pointing the settings at the emulator and the local stand-ins.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
+import google.auth
 import grpc
 import httpx
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import datastore, secretmanager
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.cloud import datastore, secretmanager, tasks_v2
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
     SecretManagerServiceGrpcTransport,
 )
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+from google.oauth2 import service_account
+from googleapiclient.discovery import build
 
 from shared import logs
-from shared.config import CommonSettings, WorkerSettings, load
+from shared.config import CommonSettings, LoaderSettings, WorkerSettings, load
 from shared.dify import WorkflowClient
+from shared.errors import ConfigError
+from shared.loader_service import LoaderService
+from shared.rows import RowFilter
 from shared.secrets import SecretReader
+from shared.sheet import SheetReader
 from shared.store import StatusStore
+from shared.tasks import TaskQueue
 from shared.worker_service import WorkerService
+
+SHEETS_SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
 
 T = TypeVar("T")
 _lock = threading.Lock()
@@ -92,3 +104,100 @@ def _build_worker() -> WorkerService:
 
 def worker_service() -> WorkerService:
     return _once("worker", _build_worker)
+
+
+def sheets_credentials(settings: LoaderSettings) -> Credentials:
+    """A key from Secret Manager, else a key file, else (with a stand-in endpoint) none, else
+    the function's own identity (ADC): the recommended way, since no key exists to leak."""
+    try:
+        if settings.google_sheets_credentials_secret_id:
+            text = secret_reader(settings).read(
+                settings.google_sheets_credentials_secret_id,
+                setting="GOOGLE_SHEETS_CREDENTIALS_SECRET_ID",
+            )
+            return cast(
+                Credentials,
+                service_account.Credentials.from_service_account_info(
+                    json.loads(text), scopes=SHEETS_SCOPES
+                ),
+            )
+        if settings.google_sheets_credentials_file:
+            return cast(
+                Credentials,
+                service_account.Credentials.from_service_account_file(
+                    settings.google_sheets_credentials_file, scopes=SHEETS_SCOPES
+                ),
+            )
+    except (ValueError, KeyError, OSError) as exc:
+        source = (
+            "GOOGLE_SHEETS_CREDENTIALS_SECRET_ID"
+            if settings.google_sheets_credentials_secret_id
+            else "GOOGLE_SHEETS_CREDENTIALS_FILE"
+        )
+        # The exception text could quote the key; name only its type.
+        raise ConfigError(
+            f"{source} does not hold a service-account key JSON ({type(exc).__name__}); "
+            "download a JSON key for the service account, or unset it to use the function's "
+            "own identity"
+        ) from None
+    if settings.sheets_api_endpoint:
+        return AnonymousCredentials()
+    credentials, _project = google.auth.default(scopes=SHEETS_SCOPES)
+    return credentials
+
+
+def sheets_service(settings: LoaderSettings) -> Any:
+    options = (
+        {"api_endpoint": settings.sheets_api_endpoint} if settings.sheets_api_endpoint else None
+    )
+    return build(
+        "sheets",
+        "v4",
+        credentials=sheets_credentials(settings),
+        client_options=options,
+        cache_discovery=False,
+        static_discovery=True,
+    )
+
+
+def tasks_client(settings: LoaderSettings) -> tasks_v2.CloudTasksClient:
+    if settings.cloud_tasks_emulator_host:
+        transport = CloudTasksGrpcTransport(
+            channel=grpc.insecure_channel(settings.cloud_tasks_emulator_host),
+            credentials=AnonymousCredentials(),
+        )
+        return tasks_v2.CloudTasksClient(transport=transport)
+    return tasks_v2.CloudTasksClient()
+
+
+def _build_loader() -> LoaderService:
+    settings = load(LoaderSettings)
+    logs.configure(settings.log_level)
+    row_filter = None
+    if settings.row_filter_column and settings.row_filter_value is not None:
+        row_filter = RowFilter(settings.row_filter_column, settings.row_filter_value)
+    return LoaderService(
+        sheet=SheetReader(
+            service=sheets_service(settings),
+            spreadsheet_id=settings.spreadsheet_id,
+            sheet_name=settings.sheet_name,
+            chunk_rows=settings.sheet_chunk_rows,
+        ),
+        store=status_store(settings),
+        queue=TaskQueue(
+            client=tasks_client(settings),
+            queue_path=settings.queue_path,
+            worker_url=settings.worker_url,
+            service_account_email=settings.tasks_service_account_email,
+            dispatch_deadline_s=settings.dispatch_deadline_seconds,
+            concurrency=settings.enqueue_concurrency,
+            namespace=settings.datastore_namespace,
+        ),
+        id_column=settings.unique_id_column,
+        row_filter=row_filter,
+        namespace=settings.datastore_namespace,
+    )
+
+
+def loader_service() -> LoaderService:
+    return _once("loader", _build_loader)

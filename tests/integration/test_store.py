@@ -7,8 +7,7 @@ import threading
 import pytest
 
 from shared.claims import ClaimVerdict
-from shared.model import KIND, Status
-from shared.store import NewRow, Transition
+from shared.model import KIND, NewRow, Status, Transition
 
 pytestmark = pytest.mark.emulator
 

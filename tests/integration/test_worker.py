@@ -15,8 +15,8 @@ import pytest
 from local import dify_standin as dify
 from local.emulator import free_port
 from local.secret_manager_standin import SecretManagerStandIn
-from shared.model import KIND
-from shared.store import NewRow, StatusStore
+from shared.model import KIND, NewRow
+from shared.store import StatusStore
 from tests.conftest import PROJECT
 from tests.support.servers import serve_function
 

@@ -1,0 +1,19 @@
+"""Cloud Function `load_sheet`: called by Cloud Scheduler; enqueues the rows to process."""
+
+import flask
+import functions_framework
+
+from shared.errors import BatchError
+from shared.http import Answer, failure_answer, loader_answer, parse_load_options
+from shared.wiring import loader_service
+
+
+@functions_framework.http
+def load_sheet(request: flask.Request) -> Answer:
+    options = parse_load_options(request)
+    if not isinstance(options, tuple):
+        try:
+            return loader_answer(loader_service().load(options))
+        except BatchError as exc:
+            return failure_answer(exc)
+    return options

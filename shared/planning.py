@@ -1,0 +1,137 @@
+"""Pure: decide what the loader does with each sheet row, given what Datastore holds.
+
+plan() is the loader's brain: sheet rows + stored statuses (+ the queue's live task names)
+-> new entities, guarded transitions, and the tasks to create.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.model import NewRow, Status, StoredRow, Transition
+from shared.rows import SheetRow
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    dry_run: bool = False
+    retry_failed: bool = False
+    reprocess_changed: bool = False
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    row_id: str
+    generation: int
+    reason: str  # new, lost_task, expired_lease, retry_failed, reprocess_changed
+
+
+@dataclass
+class Plan:
+    new_rows: list[NewRow] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    # Tasks for rows re-enqueued through a transition, keyed by row id (created only if the
+    # transition applied).
+    requeue: dict[str, Enqueue] = field(default_factory=dict)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def re_enqueued_by_reason(self) -> dict[str, int]:
+        return count_reasons(self.requeue.values())
+
+
+def count_reasons(items: Iterable[Enqueue]) -> dict[str, int]:
+    return dict(Counter(item.reason for item in items))
+
+
+def task_id(namespace: str | None, row_id: str, generation: int) -> str:
+    """The Cloud Tasks task id of a row's generation: a hash, as Google advises (sequential
+    names slow creation down), and the same on every run, so a second run can't enqueue twice."""
+    key = json.dumps([namespace or "", row_id, generation], ensure_ascii=False)
+    return "row-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def _reset(row: StoredRow, **extra: Any) -> dict[str, Any]:
+    """Back to PENDING under a new generation, so the new task gets a name never used."""
+    return {
+        "status": Status.PENDING.value,
+        "generation": row.generation + 1,
+        "claim_id": None,
+        "lease_expires_at": None,
+        **extra,
+    }
+
+
+def plan(
+    rows: list[SheetRow],
+    stored: dict[str, StoredRow],
+    *,
+    now: datetime,
+    options: LoadOptions,
+    live_task_ids: frozenset[str] | None,
+    namespace: str | None,
+) -> Plan:
+    """`live_task_ids` is the set of task ids in the queue, or None when no stored row is
+    PENDING (then it is not needed)."""
+    result = Plan()
+
+    def requeue(
+        row: StoredRow,
+        reason: str,
+        changes: dict[str, Any],
+        lease_expired_before: datetime | None = None,
+    ) -> None:
+        result.transitions.append(
+            Transition(row.row_id, row.status, row.generation, changes, lease_expired_before)
+        )
+        result.requeue[row.row_id] = Enqueue(row.row_id, row.generation + 1, reason)
+
+    for sheet_row in rows:
+        row = stored.get(sheet_row.row_id)
+        if row is None:
+            result.new_rows.append(
+                NewRow(
+                    sheet_row.row_id,
+                    dict(sheet_row.inputs),
+                    sheet_row.inputs_hash,
+                    sheet_row.row_number,
+                )
+            )
+            continue
+        changed = row.inputs_hash != sheet_row.inputs_hash
+        if row.status in (Status.SUCCESS, Status.FAILED):
+            if options.reprocess_changed and changed:
+                requeue(
+                    row,
+                    "reprocess_changed",
+                    _reset(
+                        row,
+                        inputs=json.dumps(sheet_row.inputs, ensure_ascii=False),
+                        inputs_hash=sheet_row.inputs_hash,
+                        row_number=sheet_row.row_number,
+                        attempts=0,
+                        error=None,
+                        result=None,
+                    ),
+                )
+            elif options.retry_failed and row.status is Status.FAILED:
+                requeue(row, "retry_failed", _reset(row, attempts=0))
+            else:
+                result.skipped[row.status.value] += 1
+        elif row.status is Status.PROCESSING:
+            if row.lease_expires_at is not None and row.lease_expires_at <= now:
+                requeue(row, "expired_lease", _reset(row), lease_expired_before=now)
+            else:
+                result.skipped[Status.PROCESSING.value] += 1
+        elif live_task_ids is not None and (
+            task_id(namespace, row.row_id, row.generation) not in live_task_ids
+        ):
+            requeue(row, "lost_task", _reset(row))
+        else:
+            result.skipped[Status.PENDING.value] += 1  # its task is queued
+    return result

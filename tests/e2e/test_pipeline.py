@@ -1,0 +1,81 @@
+"""The whole pipeline on one machine: the loader reads the sheet stand-in and enqueues
+into the Cloud Tasks stand-in, which delivers to the worker like a queue with
+max_concurrent_dispatches; the worker runs the Dify stand-in. Faults included."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from local import dify_standin as dify
+from local.cloud_tasks_standin import CloudTasksStandIn
+from local.sheets_standin import SheetsStandIn
+from shared.model import KIND
+from tests.conftest import PROJECT
+from tests.support.servers import serve_function
+
+pytestmark = pytest.mark.emulator
+KEY = "app-e2e-key"
+
+
+def wait_for(predicate, seconds=120.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail("the pipeline did not settle in time")
+
+
+def test_every_row_runs_once_never_above_the_concurrency_cap(monkeypatch, namespace, ds_client):
+    rows = [["id", "질문"], *[[f"q{i:03d}", f"질문 {i} 🐱"] for i in range(30)]]
+    sheets = SheetsStandIn({"book": {"Sheet1": rows}}).start()
+    llm = dify.DifyStandIn(api_key=KEY, latency=0.2).start()
+    # Two rows meet a flaky Dify first: they must be retried and still end SUCCESS.
+    llm.script(dify.http_error(503, "unavailable", "busy"), dify.cut_off())
+    queue = CloudTasksStandIn(dispatch=True, max_concurrent_dispatches=4, min_backoff=0.1)
+    env = {
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "DATASTORE_NAMESPACE": namespace,
+        "DIFY_API_ENDPOINT": llm.url,
+        "DIFY_API_KEY": KEY,
+        "DIFY_RESPONSE_MODE": "streaming",
+        "SPREADSHEET_ID": "book",
+        "SHEET_NAME": "Sheet1",
+        "SHEETS_API_ENDPOINT": sheets.endpoint,
+        "TASKS_LOCATION": "asia-northeast3",
+        "TASKS_QUEUE": "dify",
+        "CLOUD_TASKS_EMULATOR_HOST": "",  # set below, once the queue is up
+    }
+    try:
+        with serve_function("worker/main.py", "process_row") as worker_url:
+            queue.start()
+            env.update(WORKER_URL=worker_url, CLOUD_TASKS_EMULATOR_HOST=queue.host)
+            for name, value in env.items():
+                monkeypatch.setenv(name, value)
+            with serve_function("loader/main.py", "load_sheet") as loader_url:
+                summary = httpx.post(loader_url, timeout=120).json()
+                assert summary["tasks_created"] == 30
+
+                def settled() -> bool:
+                    statuses = Counter(e["status"] for e in ds_client.query(kind=KIND).fetch())
+                    return statuses == Counter({"SUCCESS": 30})
+
+                wait_for(settled)
+                again = httpx.post(loader_url, timeout=120).json()
+    finally:
+        queue.stop()
+        llm.stop()
+        sheets.stop()
+    assert again["skipped"] == {"SUCCESS": 30}
+    assert again["tasks_created"] == 0
+    runs = Counter(call.body["inputs"]["id"] for call in llm.run_calls())
+    assert len(runs) == 30
+    assert sum(runs.values()) == 32  # 30 rows + the 2 retried after a fault
+    assert llm.peak_in_flight <= 4
+    assert queue.peak_in_flight <= 4
+    retried = [e for e in ds_client.query(kind=KIND).fetch() if e["attempts"] == 2]
+    assert len(retried) == 2
