@@ -1,0 +1,105 @@
+# The loader's timeout covers a whole run of a large sheet, up to Cloud Scheduler's 30-minute
+# attempt deadline. Ingress is open because Cloud Scheduler calls from outside any VPC; only the
+# scheduler's account holds roles/run.invoker (iam.tf).
+resource "google_cloudfunctions2_function" "loader" {
+  project     = var.project_id
+  location    = var.region
+  name        = local.loader_name
+  description = "Reads the sheet, records new rows as PENDING and enqueues one task per row."
+  labels      = local.labels
+
+  build_config {
+    runtime     = "python312"
+    entry_point = "load_sheet"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function["loader"].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = "1Gi"
+    available_cpu                    = "1"
+    timeout_seconds                  = var.loader_timeout_seconds
+    max_instance_count               = 2
+    min_instance_count               = 0
+    max_instance_request_concurrency = 1
+    ingress_settings                 = "ALLOW_ALL"
+    service_account_email            = google_service_account.loader.email
+    environment_variables = merge(local.common_env, {
+      SPREADSHEET_ID                      = var.spreadsheet_id
+      SHEET_NAME                          = var.sheet_name
+      UNIQUE_ID_COLUMN                    = var.unique_id_column
+      ROW_FILTER_COLUMN                   = var.row_filter_column
+      ROW_FILTER_VALUE                    = var.row_filter_value
+      GOOGLE_SHEETS_CREDENTIALS_SECRET_ID = var.google_sheets_credentials_secret_id
+      SHEET_CHUNK_ROWS                    = tostring(var.sheet_chunk_rows)
+      TASKS_LOCATION                      = var.region
+      TASKS_QUEUE                         = google_cloud_tasks_queue.rows.name
+      WORKER_URL                          = google_cloudfunctions2_function.worker.url
+      TASKS_SERVICE_ACCOUNT_EMAIL         = google_service_account.invoker.email
+      ENQUEUE_CONCURRENCY                 = tostring(var.enqueue_concurrency)
+    })
+  }
+
+  depends_on = [
+    google_project_iam_member.loader_datastore,
+    google_service_account_iam_member.loader_acts_as_invoker,
+  ]
+}
+
+# The worker mostly waits on Dify, so one instance serves worker_concurrency requests: that needs
+# at least one vCPU, and THREADS to match (functions-framework otherwise serves 4 per vCPU).
+# Its timeout covers the tasks' dispatch deadline (locals.tf). Only the invoker account may call it.
+resource "google_cloudfunctions2_function" "worker" {
+  project     = var.project_id
+  location    = var.region
+  name        = local.worker_name
+  description = "Claims one row, runs its Dify workflow, records SUCCESS or FAILED."
+  labels      = local.labels
+
+  build_config {
+    runtime     = "python312"
+    entry_point = "process_row"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function["worker"].name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = var.worker_memory
+    available_cpu                    = "1"
+    timeout_seconds                  = local.worker_timeout_seconds
+    max_instance_count               = var.worker_max_instances
+    min_instance_count               = 0
+    max_instance_request_concurrency = var.worker_concurrency
+    ingress_settings                 = "ALLOW_ALL"
+    service_account_email            = google_service_account.worker.email
+    environment_variables = merge(local.common_env, {
+      DIFY_API_ENDPOINT       = var.dify_api_endpoint
+      DIFY_API_KEY_SECRET_ID  = var.dify_api_key_secret_id
+      DIFY_RESPONSE_MODE      = var.dify_response_mode
+      DIFY_USER               = var.dify_user
+      DIFY_MAX_RESPONSE_BYTES = tostring(var.dify_max_response_bytes)
+      THREADS                 = tostring(var.worker_concurrency)
+    })
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.dispatch_deadline_seconds <= 1800 && local.worker_timeout_seconds >= local.dispatch_deadline_seconds
+      error_message = "The Dify timeout plus margin must fit Cloud Tasks' 30-minute dispatch deadline, and the worker's timeout must cover it."
+    }
+    precondition {
+      condition     = local.worker_max_concurrent_rows >= var.max_concurrent_dispatches
+      error_message = "worker_max_instances x worker_concurrency must be at least max_concurrent_dispatches, or tasks wait for a free worker."
+    }
+  }
+
+  depends_on = [google_project_iam_member.worker_datastore]
+}

@@ -1,0 +1,102 @@
+# One service account per job, each with only the roles it needs. Nothing is granted to
+# allUsers or allAuthenticatedUsers: both functions are called with OIDC tokens only.
+
+resource "google_service_account" "loader" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-ld"
+  display_name = "dify-batch-processor loader (reads the sheet, enqueues rows)"
+  depends_on   = [google_project_service.apis]
+}
+
+resource "google_service_account" "worker" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-wk"
+  display_name = "dify-batch-processor worker (runs one row's Dify workflow)"
+  depends_on   = [google_project_service.apis]
+}
+
+resource "google_service_account" "invoker" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-inv"
+  display_name = "dify-batch-processor task invoker (OIDC identity of Cloud Tasks calls)"
+  depends_on   = [google_project_service.apis]
+}
+
+resource "google_service_account" "scheduler" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-sch"
+  display_name = "dify-batch-processor scheduler (OIDC identity of Cloud Scheduler calls)"
+  depends_on   = [google_project_service.apis]
+}
+
+# Datastore has no finer grant than the project: both functions read and write status rows.
+resource "google_project_iam_member" "loader_datastore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = google_service_account.loader.member
+}
+
+resource "google_project_iam_member" "worker_datastore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = google_service_account.worker.member
+}
+
+# The loader creates tasks in this one queue, and lists them to find rows whose task is gone.
+resource "google_cloud_tasks_queue_iam_member" "loader_enqueuer" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_tasks_queue.rows.name
+  role     = "roles/cloudtasks.enqueuer"
+  member   = google_service_account.loader.member
+}
+
+resource "google_cloud_tasks_queue_iam_member" "loader_viewer" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_tasks_queue.rows.name
+  role     = "roles/cloudtasks.viewer"
+  member   = google_service_account.loader.member
+}
+
+# Creating a task with an OIDC token of the invoker account needs actAs on that account.
+resource "google_service_account_iam_member" "loader_acts_as_invoker" {
+  service_account_id = google_service_account.invoker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.loader.member
+}
+
+# Each function reads its one secret; the values are added with gcloud, never by Terraform.
+resource "google_secret_manager_secret_iam_member" "worker_dify_key" {
+  project   = var.project_id
+  secret_id = var.dify_api_key_secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.worker.member
+}
+
+resource "google_secret_manager_secret_iam_member" "loader_sheets_key" {
+  count = var.google_sheets_credentials_secret_id == "" ? 0 : 1
+
+  project   = var.project_id
+  secret_id = var.google_sheets_credentials_secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.loader.member
+}
+
+# Invokers: the function IAM resource refuses roles/run.invoker, so grant it on the Cloud
+# Run service underneath each function (same name).
+resource "google_cloud_run_service_iam_member" "worker_invoker" {
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.worker.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.invoker.member
+}
+
+resource "google_cloud_run_service_iam_member" "loader_invoker" {
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.loader.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.scheduler.member
+}

@@ -1,0 +1,27 @@
+# The timeout chain: Dify call < task dispatch deadline (= claim lease) <= worker timeout.
+# The functions read the same two settings and derive the same numbers (shared/config.py).
+# common_env is what both functions read; the rest is per function (functions.tf).
+locals {
+  source_root = coalesce(var.source_root, abspath("${path.module}/../../.."))
+
+  loader_name    = "${var.name_prefix}-loader"
+  worker_name    = "${var.name_prefix}-worker"
+  queue_name     = var.name_prefix
+  scheduler_name = "${var.name_prefix}-loader"
+  labels         = merge({ app = "dify-batch-processor" }, var.labels)
+
+  dify_timeout_seconds       = var.dify_api_timeout_minutes * 60
+  dispatch_deadline_seconds  = floor(local.dify_timeout_seconds + var.timeout_margin_seconds)
+  worker_timeout_seconds     = min(3600, local.dispatch_deadline_seconds + 30)
+  queue_max_attempts         = var.max_attempts + 2
+  worker_max_concurrent_rows = var.worker_max_instances * var.worker_concurrency
+
+  common_env = {
+    GOOGLE_CLOUD_PROJECT     = var.project_id
+    DATASTORE_NAMESPACE      = var.datastore_namespace
+    DIFY_API_TIMEOUT_MINUTES = tostring(var.dify_api_timeout_minutes)
+    TIMEOUT_MARGIN_SECONDS   = tostring(var.timeout_margin_seconds)
+    MAX_ATTEMPTS             = tostring(var.max_attempts)
+    LOG_LEVEL                = var.log_level
+  }
+}

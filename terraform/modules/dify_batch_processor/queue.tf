@@ -1,0 +1,26 @@
+# rate_limits caps the rows running at once: how hard Dify is pushed. The worker marks a row
+# FAILED itself at MAX_ATTEMPTS and answers 200; retry_config allows two deliveries more, for
+# duplicate deliveries and Datastore hiccups that use no attempt.
+resource "google_cloud_tasks_queue" "rows" {
+  project  = var.project_id
+  location = var.region
+  name     = local.queue_name
+
+  rate_limits {
+    max_concurrent_dispatches = var.max_concurrent_dispatches
+    max_dispatches_per_second = var.max_dispatches_per_second
+  }
+
+  retry_config {
+    max_attempts  = local.queue_max_attempts
+    min_backoff   = "10s"
+    max_backoff   = "600s"
+    max_doublings = 4
+  }
+
+  stackdriver_logging_config {
+    sampling_ratio = 1.0
+  }
+
+  depends_on = [google_project_service.apis]
+}

@@ -1,0 +1,66 @@
+# Each function's zip: its main.py at the root, the shared/ package beside it, and the pinned
+# requirements.txt the tests ran with. Built from file contents with a fixed file mode, so an
+# unchanged tree gives the same zip; the object is named after the zip's hash, so a code change
+# deploys a new revision and an unchanged one deploys nothing.
+
+locals {
+  shared_files = {
+    for f in fileset("${local.source_root}/shared", "**/*.py") : "shared/${f}" => "${local.source_root}/shared/${f}"
+  }
+  function_files = {
+    loader = merge(local.shared_files, {
+      "main.py"          = "${local.source_root}/loader/main.py"
+      "requirements.txt" = "${local.source_root}/requirements.txt"
+    })
+    worker = merge(local.shared_files, {
+      "main.py"          = "${local.source_root}/worker/main.py"
+      "requirements.txt" = "${local.source_root}/requirements.txt"
+    })
+  }
+}
+
+# Old source zips are only history: kept a month.
+resource "google_storage_bucket" "sources" {
+  project                     = var.project_id
+  name                        = "${var.project_id}-${var.name_prefix}-sources"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = true
+  labels                      = local.labels
+
+  lifecycle_rule {
+    condition {
+      age = 30
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+data "archive_file" "function" {
+  for_each = local.function_files
+
+  type             = "zip"
+  output_path      = "${path.root}/build/${var.name_prefix}-${each.key}.zip"
+  output_file_mode = "0644"
+
+  dynamic "source" {
+    for_each = each.value
+    content {
+      filename = source.key
+      content  = file(source.value)
+    }
+  }
+}
+
+resource "google_storage_bucket_object" "function" {
+  for_each = data.archive_file.function
+
+  bucket = google_storage_bucket.sources.name
+  name   = "${each.key}/${each.value.output_md5}.zip"
+  source = each.value.output_path
+}

@@ -1,0 +1,352 @@
+# --- Where ---------------------------------------------------------------------------------
+
+variable "project_id" {
+  type        = string
+  description = "Google Cloud project id to deploy into."
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a Google Cloud project id (6-30 lowercase letters, digits or hyphens)."
+  }
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the functions, the queue and the scheduler job (e.g. asia-northeast3 for Seoul)."
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must be a Google Cloud region such as asia-northeast3."
+  }
+}
+
+variable "name_prefix" {
+  type        = string
+  description = "Prefix of every resource name (functions, queue, job, accounts, bucket)."
+  default     = "dify-batch-processor"
+  nullable    = false
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,21}$", var.name_prefix))
+    error_message = "name_prefix must be 3-22 lowercase letters, digits or hyphens, starting with a letter (service account ids are limited to 30 characters)."
+  }
+}
+
+variable "source_root" {
+  type        = string
+  description = "Path of the repository root holding loader/, worker/, shared/ and requirements.txt. Null: three levels above this module."
+  default     = null
+}
+
+# --- The sheet ------------------------------------------------------------------------------
+
+variable "spreadsheet_id" {
+  type        = string
+  description = "Id of the Google Sheet (from its URL: docs.google.com/spreadsheets/d/<ID>/edit)."
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{10,}$", var.spreadsheet_id))
+    error_message = "spreadsheet_id must be the id from the sheet's URL (letters, digits, - and _)."
+  }
+}
+
+variable "sheet_name" {
+  type        = string
+  description = "Tab of the sheet to read; spaces and apostrophes are fine."
+  default     = "Sheet1"
+  nullable    = false
+  validation {
+    condition     = length(trimspace(var.sheet_name)) > 0 && length(var.sheet_name) <= 100
+    error_message = "sheet_name must be a tab name of 1-100 characters."
+  }
+}
+
+variable "unique_id_column" {
+  type        = string
+  description = "Column holding each row's unique id: a 0-based index (\"0\" = column A), a header name, or ROW_NUMBER."
+  default     = "0"
+  nullable    = false
+  validation {
+    condition     = length(trimspace(var.unique_id_column)) > 0
+    error_message = "unique_id_column must not be empty."
+  }
+}
+
+variable "row_filter_column" {
+  type        = string
+  description = "Optional header of a column marking rows to run (e.g. target); empty: every row."
+  default     = ""
+  nullable    = false
+}
+
+variable "row_filter_value" {
+  type        = string
+  description = "Value of row_filter_column that marks a row to run (e.g. TRUE); compared ignoring case."
+  default     = ""
+  nullable    = false
+}
+
+variable "google_sheets_credentials_secret_id" {
+  type        = string
+  description = "Optional Secret Manager secret holding a service-account key JSON for the Sheets API. Empty (recommended): the loader's own service account reads the sheet, which must be shared with it."
+  default     = ""
+  nullable    = false
+  validation {
+    condition     = var.google_sheets_credentials_secret_id == "" || can(regex("^[A-Za-z0-9_-]{1,255}$", var.google_sheets_credentials_secret_id))
+    error_message = "google_sheets_credentials_secret_id must be a secret id (letters, digits, - and _) or empty."
+  }
+}
+
+variable "datastore_namespace" {
+  type        = string
+  description = "Optional Datastore namespace keeping this sheet's rows apart from others in the same database."
+  default     = ""
+  nullable    = false
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]{0,100}$", var.datastore_namespace))
+    error_message = "datastore_namespace may hold letters, digits, '.', '_' and '-', up to 100 characters."
+  }
+}
+
+# --- Dify -------------------------------------------------------------------------------------
+
+variable "dify_api_endpoint" {
+  type        = string
+  description = "Full workflow-run URL, e.g. https://api.dify.ai/v1/workflows/run."
+  validation {
+    condition     = can(regex("^https?://[^\\s]+$", var.dify_api_endpoint))
+    error_message = "dify_api_endpoint must be an http(s) URL such as https://api.dify.ai/v1/workflows/run."
+  }
+}
+
+variable "dify_api_key_secret_id" {
+  type        = string
+  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform)."
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,255}$", var.dify_api_key_secret_id))
+    error_message = "dify_api_key_secret_id must be a secret id: letters, digits, - and _."
+  }
+}
+
+variable "dify_api_timeout_minutes" {
+  type        = number
+  description = "Upper bound of one Dify call in minutes (fractions allowed). With timeout_margin_seconds it must fit Cloud Tasks' 30-minute dispatch deadline."
+  default     = 10
+  nullable    = false
+  validation {
+    condition     = var.dify_api_timeout_minutes > 0 && var.dify_api_timeout_minutes <= 28
+    error_message = "dify_api_timeout_minutes must be above 0 and at most 28 (Cloud Tasks allows a 30-minute dispatch deadline, which also holds the margin)."
+  }
+}
+
+variable "dify_response_mode" {
+  type        = string
+  description = "blocking or streaming. Dify Cloud cuts blocking calls off after about 100 s: use streaming for long workflows."
+  default     = "blocking"
+  nullable    = false
+  validation {
+    condition     = contains(["blocking", "streaming"], var.dify_response_mode)
+    error_message = "dify_response_mode must be blocking or streaming."
+  }
+}
+
+variable "timeout_margin_seconds" {
+  type        = number
+  description = "Seconds added to the Dify timeout for the claim's lease and the tasks' dispatch deadline."
+  default     = 60
+  nullable    = false
+  validation {
+    condition     = var.timeout_margin_seconds >= 10 && var.timeout_margin_seconds <= 120
+    error_message = "timeout_margin_seconds must be between 10 and 120."
+  }
+}
+
+variable "max_attempts" {
+  type        = number
+  description = "Runs allowed per row (MAX_ATTEMPTS), counting retries after transient errors. The queue allows two more deliveries, for duplicates and Datastore hiccups."
+  default     = 5
+  nullable    = false
+  validation {
+    condition     = var.max_attempts >= 1 && var.max_attempts <= 100 && floor(var.max_attempts) == var.max_attempts
+    error_message = "max_attempts must be a whole number from 1 to 100."
+  }
+}
+
+# --- Throughput and cost ------------------------------------------------------------------
+
+variable "max_concurrent_dispatches" {
+  type        = number
+  description = "Most rows run at once (the queue's max_concurrent_dispatches): how hard Dify is pushed."
+  default     = 5
+  nullable    = false
+  validation {
+    condition     = var.max_concurrent_dispatches >= 1 && var.max_concurrent_dispatches <= 5000
+    error_message = "max_concurrent_dispatches must be between 1 and 5000 (Cloud Tasks' limit)."
+  }
+}
+
+variable "max_dispatches_per_second" {
+  type        = number
+  description = "Most new rows started per second (the queue's max_dispatches_per_second)."
+  default     = 5
+  nullable    = false
+  validation {
+    condition     = var.max_dispatches_per_second > 0 && var.max_dispatches_per_second <= 500
+    error_message = "max_dispatches_per_second must be above 0 and at most 500 (Cloud Tasks' limit)."
+  }
+}
+
+variable "worker_concurrency" {
+  type        = number
+  description = "Requests one worker instance serves at once (it mostly waits on Dify). Also sets functions-framework's THREADS."
+  default     = 20
+  nullable    = false
+  validation {
+    condition     = var.worker_concurrency >= 2 && var.worker_concurrency <= 1000
+    error_message = "worker_concurrency must be between 2 and 1000."
+  }
+}
+
+variable "worker_max_instances" {
+  type        = number
+  description = "Most worker instances; with worker_concurrency it must cover max_concurrent_dispatches."
+  default     = 5
+  nullable    = false
+  validation {
+    condition     = var.worker_max_instances >= 1 && var.worker_max_instances <= 1000
+    error_message = "worker_max_instances must be between 1 and 1000."
+  }
+}
+
+variable "worker_memory" {
+  type        = string
+  description = "Memory of a worker instance (answers up to DIFY_MAX_RESPONSE_BYTES are held in memory)."
+  default     = "1Gi"
+  nullable    = false
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.worker_memory))
+    error_message = "worker_memory must look like 512Mi or 1Gi."
+  }
+}
+
+variable "loader_timeout_seconds" {
+  type        = number
+  description = "Longest a loader run may take; the scheduler's attempt deadline is the same (Cloud Scheduler allows 30 minutes)."
+  default     = 1800
+  nullable    = false
+  validation {
+    condition     = var.loader_timeout_seconds >= 60 && var.loader_timeout_seconds <= 1800
+    error_message = "loader_timeout_seconds must be between 60 and 1800 (Cloud Scheduler's HTTP attempt deadline is at most 30 minutes)."
+  }
+}
+
+# --- Schedule -------------------------------------------------------------------------------
+
+variable "schedule" {
+  type        = string
+  description = "Cron schedule of the loader (Cloud Scheduler syntax)."
+  default     = "*/10 * * * *"
+  nullable    = false
+  validation {
+    condition     = length(split(" ", trimspace(var.schedule))) == 5
+    error_message = "schedule must be a five-field cron expression such as */10 * * * *."
+  }
+}
+
+variable "time_zone" {
+  type        = string
+  description = "Time zone of the schedule (tz database name)."
+  default     = "Asia/Seoul"
+  nullable    = false
+  validation {
+    condition     = can(regex("^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$", var.time_zone))
+    error_message = "time_zone must be a tz database name such as Asia/Seoul or UTC."
+  }
+}
+
+variable "scheduler_paused" {
+  type        = bool
+  description = "Create the scheduler job paused (trigger the loader by hand until you are ready)."
+  default     = false
+  nullable    = false
+}
+
+# --- Database and logs ---------------------------------------------------------------------
+
+variable "create_firestore_database" {
+  type        = bool
+  description = "Create the project's (default) Firestore database in Datastore mode. Most projects have one already."
+  default     = false
+  nullable    = false
+}
+
+variable "firestore_location" {
+  type        = string
+  description = "Location of the Firestore database when create_firestore_database is true (e.g. asia-northeast3, nam5)."
+  default     = "asia-northeast3"
+  nullable    = false
+  validation {
+    condition     = length(var.firestore_location) > 0
+    error_message = "firestore_location must not be empty."
+  }
+}
+
+variable "log_level" {
+  type        = string
+  description = "Log level of both functions."
+  default     = "INFO"
+  nullable    = false
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels added to the functions and the bucket."
+  default     = {}
+  nullable    = false
+}
+
+# --- Fine tuning ------------------------------------------------------------------------------
+
+variable "dify_user" {
+  type        = string
+  description = "End-user id sent to Dify with every run (shows in Dify's logs)."
+  default     = "dify-batch-processor"
+  nullable    = false
+  validation {
+    condition     = length(trimspace(var.dify_user)) > 0
+    error_message = "dify_user must not be empty."
+  }
+}
+
+variable "dify_max_response_bytes" {
+  type        = number
+  description = "Dify answers larger than this are refused unread (a row stores about 1 MiB at most)."
+  default     = 8388608
+  nullable    = false
+  validation {
+    condition     = var.dify_max_response_bytes >= 1024 && var.dify_max_response_bytes <= 268435456
+    error_message = "dify_max_response_bytes must be between 1 KiB and 256 MiB."
+  }
+}
+
+variable "sheet_chunk_rows" {
+  type        = number
+  description = "Rows the loader reads per Sheets API call."
+  default     = 1000
+  nullable    = false
+  validation {
+    condition     = var.sheet_chunk_rows >= 10 && var.sheet_chunk_rows <= 50000
+    error_message = "sheet_chunk_rows must be between 10 and 50000."
+  }
+}
+
+variable "enqueue_concurrency" {
+  type        = number
+  description = "CreateTask calls the loader makes at once."
+  default     = 32
+  nullable    = false
+  validation {
+    condition     = var.enqueue_concurrency >= 1 && var.enqueue_concurrency <= 256
+    error_message = "enqueue_concurrency must be between 1 and 256."
+  }
+}

@@ -1,0 +1,224 @@
+"""Properties of the Terraform, read from the HCL (python-hcl2): checked offline, since
+`terraform validate` needs a provider download this machine cannot make."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from shared.config import MAX_DISPATCH_DEADLINE_S
+from tests.support.terraform import (
+    ENVIRONMENTS,
+    MODULE,
+    ROOT,
+    defaults,
+    env_keys,
+    evaluate,
+    load,
+    locals_,
+    members,
+    resources,
+    unquote,
+    variables,
+)
+
+# Settings in .env.example that only make sense on one machine.
+LOCAL_ONLY = {
+    "DATASTORE_EMULATOR_HOST",
+    "SECRET_MANAGER_EMULATOR_HOST",
+    "CLOUD_TASKS_EMULATOR_HOST",
+    "SHEETS_API_ENDPOINT",
+    "GOOGLE_SHEETS_CREDENTIALS_FILE",
+    "DIFY_API_KEY",
+    "LOCAL_MAX_CONCURRENT_DISPATCHES",
+}
+
+
+def functions():
+    return resources("google_cloudfunctions2_function")
+
+
+def service_config(name):
+    return functions()[name]["service_config"][0]
+
+
+def test_nothing_is_public():
+    granted = members()
+    assert len(granted) >= 8
+    assert not [m for m in granted if "allUsers" in m or "allAuthenticatedUsers" in m]
+
+
+def test_invokers_are_granted_on_the_cloud_run_services():
+    grants = resources("google_cloud_run_service_iam_member")
+    assert {(g["service"], g["role"], g["member"]) for g in grants.values()} == {
+        (
+            "${google_cloudfunctions2_function.worker.name}",
+            '"roles/run.invoker"',
+            "${google_service_account.invoker.member}",
+        ),
+        (
+            "${google_cloudfunctions2_function.loader.name}",
+            '"roles/run.invoker"',
+            "${google_service_account.scheduler.member}",
+        ),
+    }
+    assert resources("google_cloudfunctions2_function_iam_member") == {}
+
+
+def test_every_function_has_its_own_service_account():
+    accounts = {name: service_config(name)["service_account_email"] for name in functions()}
+    assert accounts == {
+        "loader": "${google_service_account.loader.email}",
+        "worker": "${google_service_account.worker.email}",
+    }
+    assert {"loader", "worker", "invoker", "scheduler"} <= set(resources("google_service_account"))
+
+
+def test_the_queue_concurrency_limit_is_the_variable():
+    queue = resources("google_cloud_tasks_queue")["rows"]
+    assert queue["rate_limits"][0]["max_concurrent_dispatches"] == (
+        "${var.max_concurrent_dispatches}"
+    )
+    assert queue["stackdriver_logging_config"][0]["sampling_ratio"] == 1.0
+    assert variables()["max_concurrent_dispatches"]["default"] == 5
+
+
+@pytest.mark.parametrize("minutes", [0.25, 10, 20, 28])
+@pytest.mark.parametrize("margin", [10, 60, 120])
+def test_the_timeout_chain_holds(minutes, margin):
+    values = {**defaults(), "dify_api_timeout_minutes": minutes, "timeout_margin_seconds": margin}
+    dispatch = evaluate(locals_()["dispatch_deadline_seconds"], values)
+    worker = evaluate(service_config("worker")["timeout_seconds"], values)
+    assert minutes * 60 < dispatch <= MAX_DISPATCH_DEADLINE_S
+    assert dispatch <= worker <= 3600
+    # The loader's tasks get exactly this deadline: the Python settings derive the same number.
+    assert dispatch == int(minutes * 60 + margin)
+    for pre in functions()["worker"]["lifecycle"][0]["precondition"]:
+        assert evaluate(pre["condition"], values)
+
+
+def test_the_loader_fits_a_whole_run_and_the_scheduler_waits_for_it():
+    assert service_config("loader")["timeout_seconds"] == "${var.loader_timeout_seconds}"
+    assert defaults()["loader_timeout_seconds"] == 1800
+    job = resources("google_cloud_scheduler_job")["loader"]
+    assert job["attempt_deadline"] == '"${var.loader_timeout_seconds}s"'
+    assert job["time_zone"] == "${var.time_zone}"
+    assert defaults()["time_zone"] == "Asia/Seoul"
+    oidc = job["http_target"][0]["oidc_token"][0]
+    assert oidc["service_account_email"] == "${google_service_account.scheduler.email}"
+
+
+def test_the_queue_retries_at_least_as_often_as_the_worker_allows_attempts():
+    queue = resources("google_cloud_tasks_queue")["rows"]
+    for attempts in (1, 5, 100):
+        values = {**defaults(), "max_attempts": attempts}
+        assert evaluate(queue["retry_config"][0]["max_attempts"], values) >= attempts
+
+
+def test_the_worker_serves_many_requests_per_instance_with_threads_to_match():
+    config = service_config("worker")
+    assert config["max_instance_request_concurrency"] == "${var.worker_concurrency}"
+    assert unquote(config["available_cpu"]) == "1"
+    assert "THREADS = tostring(var.worker_concurrency)" in config["environment_variables"]
+    assert defaults()["worker_concurrency"] > 1
+
+
+def test_secrets_are_referenced_by_id_never_as_values():
+    text = "\n".join(p.read_text() for p in MODULE.glob("*.tf"))
+    assert "google_secret_manager_secret_version" not in text  # would put values in state
+    for name in functions():
+        keys = env_keys(service_config(name)["environment_variables"])
+        assert "DIFY_API_KEY" not in keys
+        assert not [k for k in keys if "CREDENTIALS" in k and not k.endswith("_SECRET_ID")]
+    accessors = resources("google_secret_manager_secret_iam_member")
+    assert {a["member"] for a in accessors.values()} == {
+        "${google_service_account.worker.member}",
+        "${google_service_account.loader.member}",
+    }
+
+
+def test_every_deployed_setting_comes_from_terraform():
+    example = (ROOT / ".env.example").read_text()
+    settings = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, flags=re.M))
+    deployed = env_keys(service_config("loader")["environment_variables"]) | env_keys(
+        service_config("worker")["environment_variables"]
+    )
+    assert settings - LOCAL_ONLY <= deployed, settings - LOCAL_ONLY - deployed
+
+
+def test_sources_carry_main_shared_and_the_pinned_requirements():
+    files = locals_()["function_files"]
+    for name in ("loader", "worker"):
+        text = json.dumps(files[name])
+        assert f"/{name}/main.py" in text
+        assert "requirements.txt" in text
+        assert "local.shared_files" in text
+    objects = resources("google_storage_bucket_object")["function"]
+    assert "output_md5" in objects["name"]  # a code change gets a new object, and a redeploy
+
+
+def test_names_that_must_be_globally_unique_carry_the_project():
+    bucket = resources("google_storage_bucket")["sources"]
+    assert "var.project_id" in bucket["name"]
+    assert unquote(bucket["public_access_prevention"]) == "enforced"
+
+
+def test_every_variable_has_a_type_and_a_description():
+    for folder in [MODULE, *sorted(ENVIRONMENTS.iterdir())]:
+        for name, body in variables(folder).items():
+            assert body.get("type"), f"{folder.name}: variable {name} has no type"
+            assert unquote(body.get("description", "")), f"{folder.name}: {name} undescribed"
+
+
+def test_environments_differ_only_in_their_variables():
+    envs = sorted(p for p in ENVIRONMENTS.iterdir() if p.is_dir())
+    assert len(envs) >= 2
+    first = {p.name: p.read_text() for p in envs[0].glob("*.tf")}
+    for env in envs[1:]:
+        assert {p.name: p.read_text() for p in env.glob("*.tf")} == first
+        assert (env / "terraform.tfvars.example").exists()
+
+
+def test_environments_pass_every_module_variable():
+    module_vars = set(variables()) - {"source_root"}
+    for env in sorted(p for p in ENVIRONMENTS.iterdir() if p.is_dir()):
+        block = load(env)["module"][0]
+        passed = {k for body in block.values() for k in body if not k.startswith("__")}
+        assert module_vars <= passed, module_vars - passed
+
+
+def test_the_original_notes_variables_are_in_the_example_tfvars():
+    notes = [
+        "spreadsheet_id",
+        "sheet_name",
+        "unique_id_column",
+        "dify_api_endpoint",
+        "dify_api_key_secret_id",
+        "dify_api_timeout_minutes",
+        "google_sheets_credentials_secret_id",
+        "project_id",
+        "region",
+    ]
+    text = (ENVIRONMENTS / "dev" / "terraform.tfvars.example").read_text()
+    for name in notes:
+        assert re.search(rf"^{name}\s*=", text, flags=re.M), name
+
+
+def test_the_dashboard_has_every_panel_the_notes_ask_for():
+    text = Path(MODULE / "monitoring.tf").read_text()
+    for needle in [
+        "run.googleapis.com/request_count",
+        "container/cpu/utilizations",
+        "container/memory/utilizations",
+        "ALIGN_PERCENTILE_50",
+        "cloudtasks.googleapis.com/queue/depth",
+        "severity>=ERROR",
+        "logging.googleapis.com/user/",
+        "dify-batch-processor Monitoring Dashboard",
+    ]:
+        assert needle in text, needle
+    metric = resources("google_logging_metric")["row_outcomes"]
+    assert 'jsonPayload.event=\\"row_outcome\\"' in metric["filter"]
