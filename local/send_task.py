@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import uuid
 
 import httpx
-from google.cloud import datastore
 
-from shared.config import CommonSettings, load
-from shared.errors import ConfigError
+from local.devtools import emulator_client
 from shared.model import KIND, NewRow
 from shared.store import StatusStore
 
@@ -23,18 +20,7 @@ def main() -> None:
     parser.add_argument("--worker-url", default="http://127.0.0.1:8080")
     parser.add_argument("--id", default=None, help="row id (default: a new sample-… id)")
     args = parser.parse_args()
-    if not os.environ.get("DATASTORE_EMULATOR_HOST"):
-        sys.exit(
-            "DATASTORE_EMULATOR_HOST is not set: run `make run-emulator` first "
-            "(make test-worker reads it from .env)"
-        )
-    try:
-        settings = load(CommonSettings)
-    except ConfigError as exc:
-        sys.exit(exc.message)
-    client = datastore.Client(
-        project=settings.google_cloud_project, namespace=settings.datastore_namespace
-    )
+    client = emulator_client("test-worker")
     row_id = args.id or f"sample-{uuid.uuid4().hex[:8]}"
     inputs = {"title": "고양이는 왜 상자를 좋아할까? 🐱", "language": "ko"}
     StatusStore(client=client).insert_new([NewRow(row_id, inputs, "sample", 0)])

@@ -11,10 +11,8 @@ import time
 from collections import Counter
 
 import httpx
-from google.cloud import datastore
 
-from shared.config import CommonSettings, load
-from shared.errors import ConfigError
+from local.devtools import emulator_client
 from shared.model import KIND
 
 
@@ -32,14 +30,8 @@ def main() -> None:
     print(f"loader answered HTTP {answer.status_code}:")
     print(json.dumps(answer.json(), ensure_ascii=False, indent=2))
     if not os.environ.get("DATASTORE_EMULATOR_HOST"):
-        return
-    try:
-        settings = load(CommonSettings)
-    except ConfigError as exc:
-        sys.exit(exc.message)
-    client = datastore.Client(
-        project=settings.google_cloud_project, namespace=settings.datastore_namespace
-    )
+        return  # a real deployment: the summary is all there is to show
+    client = emulator_client("test-loader")
     deadline = time.monotonic() + args.wait
     while True:
         rows = sorted(client.query(kind=KIND).fetch(), key=lambda e: e.get("row_number") or 0)

@@ -97,7 +97,9 @@ class StatusStore:
         self._retry = Retry(
             predicate=if_exception_type(*_RETRYABLE),
             initial=0.05,
-            maximum=2.0,
+            # The emulator's lock timeout is ~2 s; a wider spread keeps contenders from
+            # colliding round after round.
+            maximum=4.0,
             multiplier=2.0,
             timeout=retry_timeout_s,
         )
@@ -106,30 +108,36 @@ class StatusStore:
         key: datastore.Key = self._client.key(KIND, row_id)
         return key
 
-    def _transact(self, work: Callable[[datastore.Transaction], T]) -> T:
-        def attempt() -> T:
-            with self._client.transaction() as txn:
-                return work(txn)
-
+    def _retrying(self, fn: Callable[[], T]) -> T:
         try:
-            return self._retry(attempt)()
+            return self._retry(fn)()
         except (gexc.RetryError, *_RETRYABLE) as exc:
             raise TransientError(
                 f"Datastore stayed busy or unavailable: {type(exc).__name__}", code="datastore"
             ) from None
 
-    def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return self._retry(fn)()
-        except (gexc.RetryError, *_RETRYABLE) as exc:
-            raise TransientError(
-                f"Datastore stayed unavailable: {type(exc).__name__}", code="datastore"
-            ) from None
+    def _in_transaction(self, work: Callable[[datastore.Transaction], T]) -> T:
+        with self._client.transaction() as txn:
+            return work(txn)
+
+    def _transact(self, work: Callable[[datastore.Transaction], T]) -> T:
+        return self._retrying(lambda: self._in_transaction(work))
 
     # -- the worker's side -------------------------------------------------------------------
 
     def claim(self, row_id: str, *, max_attempts: int, lease_seconds: float) -> Claim:
-        """PENDING (or PROCESSING with an expired lease) -> PROCESSING, attempts + 1, new lease."""
+        """PENDING (or PROCESSING with an expired lease) -> PROCESSING, attempts + 1, new lease.
+
+        Each attempt first looks without a lock: duplicate deliveries of a finished or running
+        row end there, and after an aborted transaction a retry that finds the row taken stops
+        contending. Only a row that still looks claimable is re-read and changed under a lock.
+        """
+
+        def look() -> Claim | None:
+            entity = self._client.get(self._key(row_id))
+            row = to_stored_row(entity) if entity is not None else None
+            verdict = decide_claim(row, now=self._clock(), max_attempts=max_attempts)
+            return None if verdict is ClaimVerdict.CLAIM else Claim(verdict, row)
 
         def work(txn: datastore.Transaction) -> Claim:
             entity = self._client.get(self._key(row_id), transaction=txn)
@@ -149,7 +157,7 @@ class StatusStore:
             txn.put(entity)
             return Claim(verdict, row, claim_id, row.attempts + 1)
 
-        return self._transact(work)
+        return self._retrying(lambda: look() or self._in_transaction(work))
 
     def finish(self, row_id: str, *, claim_id: str | None, changes: dict[str, Any]) -> bool:
         """Write a run's outcome if the row is still claimed by `claim_id` (None: not claimed,
@@ -177,7 +185,7 @@ class StatusStore:
         found: dict[str, StoredRow] = {}
         for batch in chunked(row_ids, LOOKUP_BATCH):
             keys = [self._key(row_id) for row_id in batch]
-            entities: list[datastore.Entity] = self._call(
+            entities: list[datastore.Entity] = self._retrying(
                 lambda keys=keys: self._client.get_multi(keys)  # type: ignore[misc]
             )
             for entity in entities:
