@@ -30,6 +30,7 @@ class LoadReport:
     rows_read: int = 0
     new: int = 0
     re_enqueued: dict[str, int] = field(default_factory=dict)
+    inputs_updated: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     filtered_out: int = 0
     blank_rows: int = 0
@@ -106,16 +107,18 @@ class LoaderService:
         if options.dry_run:
             report.new = len(actions.new_rows)
             report.re_enqueued = actions.re_enqueued_by_reason()
+            report.inputs_updated = len(actions.inputs_updated)
         else:
             # Entities first, tasks second: a worker never gets a task for a row it cannot find,
             # and a run that dies in between loses nothing (the next run finds the lost tasks).
             created = self._store.insert_new(actions.new_rows)
             applied = self._store.apply(actions.transitions)
-            requeued = [actions.requeue[row_id] for row_id in applied]
+            requeued = [actions.requeue[i] for i in applied if i in actions.requeue]
             items = [Enqueue(row_id, 0, "new") for row_id in created] + requeued
             enqueued = self._queue.enqueue(items)
             report.new = len(created)
             report.re_enqueued = count_reasons(requeued)
+            report.inputs_updated = len(set(applied) & set(actions.inputs_updated))
             report.tasks_created = len(enqueued.created)
             report.tasks_existing = len(enqueued.existing)
             report.errors = [{"id": i, "error": e} for i, e in enqueued.errors.items()][:MAX_LISTED]

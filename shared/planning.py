@@ -39,6 +39,8 @@ class Plan:
     # Tasks for rows re-enqueued through a transition, keyed by row id (created only if the
     # transition applied).
     requeue: dict[str, Enqueue] = field(default_factory=dict)
+    # PENDING rows edited in the sheet before they ran: they run with the new inputs.
+    inputs_updated: list[str] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
 
     def re_enqueued_by_reason(self) -> dict[str, int]:
@@ -104,20 +106,19 @@ def plan(
             )
             continue
         changed = row.inputs_hash != sheet_row.inputs_hash
+        new_inputs: dict[str, Any] = {}
+        if changed:
+            new_inputs = {
+                "inputs": json.dumps(sheet_row.inputs, ensure_ascii=False),
+                "inputs_hash": sheet_row.inputs_hash,
+                "row_number": sheet_row.row_number,
+            }
         if row.status in (Status.SUCCESS, Status.FAILED):
             if options.reprocess_changed and changed:
                 requeue(
                     row,
                     "reprocess_changed",
-                    _reset(
-                        row,
-                        inputs=json.dumps(sheet_row.inputs, ensure_ascii=False),
-                        inputs_hash=sheet_row.inputs_hash,
-                        row_number=sheet_row.row_number,
-                        attempts=0,
-                        error=None,
-                        result=None,
-                    ),
+                    _reset(row, **new_inputs, attempts=0, error=None, result=None),
                 )
             elif options.retry_failed and row.status is Status.FAILED:
                 requeue(row, "retry_failed", _reset(row, attempts=0))
@@ -125,13 +126,18 @@ def plan(
                 result.skipped[row.status.value] += 1
         elif row.status is Status.PROCESSING:
             if row.lease_expires_at is not None and row.lease_expires_at <= now:
-                requeue(row, "expired_lease", _reset(row), lease_expired_before=now)
+                requeue(row, "expired_lease", _reset(row, **new_inputs), lease_expired_before=now)
             else:
                 result.skipped[Status.PROCESSING.value] += 1
         elif live_task_ids is not None and (
             task_id(namespace, row.row_id, row.generation) not in live_task_ids
         ):
-            requeue(row, "lost_task", _reset(row))
+            requeue(row, "lost_task", _reset(row, **new_inputs))
         else:
             result.skipped[Status.PENDING.value] += 1  # its task is queued
+            if changed:
+                result.transitions.append(
+                    Transition(row.row_id, row.status, row.generation, new_inputs)
+                )
+                result.inputs_updated.append(row.row_id)
     return result

@@ -413,3 +413,15 @@ def test_a_5000_row_sheet(monkeypatch, loader_env, sheets, tasks, ds_client):
         again = trigger(url).json()
     assert (again["new"], again["tasks_created"], again["skipped"]) == (0, 0, {"PENDING": 5000})
     assert len(tasks.created) == 5000
+
+
+def test_a_pending_row_edited_before_it_ran_runs_with_the_new_inputs(
+    loader_url, sheets, tasks, ds_client
+):
+    set_rows(sheets, ["a", "draft", "en"])
+    trigger(loader_url)
+    set_rows(sheets, ["a", "final", "en"])
+    summary = trigger(loader_url).json()
+    assert (summary["inputs_updated"], summary["tasks_created"]) == (1, 0)
+    assert json.loads(entity(ds_client, "a")["inputs"])["title"] == "final"
+    assert len(tasks.task_names()) == 1  # the queued task stays; the worker reads the row

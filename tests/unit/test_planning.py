@@ -106,3 +106,22 @@ def test_task_ids_are_stable_hashes_that_differ_by_generation_and_namespace():
     assert task_id(None, "a", 0) == task_id(None, "a", 0)
     assert len({task_id(None, "a", 0), task_id(None, "a", 1), task_id("ns", "a", 0)}) == 3
     assert task_id(None, "행 🐱", 0).replace("-", "").isalnum()
+
+
+def test_pending_rows_edited_in_the_sheet_get_the_new_inputs_without_a_new_task():
+    live = frozenset({task_id(None, "a", 0), task_id(None, "b", 0)})
+    rows = [sheet_row("a", "edited"), sheet_row("b")]
+    result = run(rows, [stored("a", "PENDING"), stored("b", "PENDING")], live=live)
+    (t,) = result.transitions
+    assert (t.row_id, t.expect_status, t.expect_generation) == ("a", Status.PENDING, 0)
+    assert t.changes["inputs_hash"] == rows[0].inputs_hash
+    assert "generation" not in t.changes  # its queued task stays valid
+    assert result.requeue == {}
+    assert result.inputs_updated == ["a"]
+
+
+def test_a_lost_task_row_that_was_edited_is_re_enqueued_with_the_new_inputs():
+    result = run([sheet_row("a", "edited")], [stored("a", "PENDING")], live=frozenset())
+    (t,) = result.transitions
+    assert t.changes["generation"] == 1
+    assert '"edited"' in t.changes["inputs"]
