@@ -14,19 +14,10 @@ from shared.errors import BatchError, PermanentError, TransientError
 from shared.model import WorkflowRun
 
 SUCCEEDED = frozenset({"succeeded", "partial-succeeded"})
-# Dify 400 codes that describe the app, the inputs or the key: the same call fails again.
-PERMANENT_400_CODES = frozenset(
-    {
-        "invalid_param",
-        "app_unavailable",
-        "not_workflow_app",
-        "provider_not_initialize",
-        "provider_quota_exceeded",
-        "model_currently_not_support",
-        "completion_request_error",
-        "workflow_request_error",
-    }
-)
+# Every 400 is permanent: Dify documents invalid_param, app_unavailable, not_workflow_app,
+# provider_not_initialize, provider_quota_exceeded, model_currently_not_support and
+# completion_request_error, and each describes the inputs, the app or the key, so the same
+# request fails again. 429 (too_many_requests, rate_limit_error) and 5xx are worth a retry.
 _MAX_MESSAGE_CHARS = 1000
 
 
@@ -68,9 +59,6 @@ def classify_http_error(status: int, body: str, retry_after: str | None = None) 
             retry_after=parse_retry_after(retry_after),
         )
     if status in (400, 401, 403, 404):
-        if status == 400 and code not in PERMANENT_400_CODES:
-            # Unknown 400 codes still describe the request; retrying the same body won't help.
-            code = code if code != "http_400" else "bad_request"
         return PermanentError(f"Dify answered HTTP {status}: {message}", code=code)
     if status == 408:
         return TransientError(f"Dify answered HTTP 408: {message}", code=code)

@@ -9,8 +9,10 @@ are retried with backoff.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -40,6 +42,30 @@ _RETRYABLE = (
     gexc.InternalServerError,
     gexc.TooManyRequests,
 )
+
+
+class KeyedLocks:
+    """One in-process lock per key, forgotten once nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
 
 
 def utcnow() -> datetime:
@@ -94,11 +120,12 @@ class StatusStore:
     ) -> None:
         self._client = client
         self._clock = clock
+        self._claiming = KeyedLocks()
         self._retry = Retry(
             predicate=if_exception_type(*_RETRYABLE),
-            initial=0.05,
-            # The emulator's lock timeout is ~2 s; a wider spread keeps contenders from
-            # colliding round after round.
+            # Contended transactions that deadlock on a lock upgrade all abort together (the
+            # emulator after ~2 s); starting the jitter wide keeps them from colliding again.
+            initial=0.25,
             maximum=4.0,
             multiplier=2.0,
             timeout=retry_timeout_s,
@@ -128,9 +155,11 @@ class StatusStore:
     def claim(self, row_id: str, *, max_attempts: int, lease_seconds: float) -> Claim:
         """PENDING (or PROCESSING with an expired lease) -> PROCESSING, attempts + 1, new lease.
 
-        Each attempt first looks without a lock: duplicate deliveries of a finished or running
-        row end there, and after an aborted transaction a retry that finds the row taken stops
-        contending. Only a row that still looks claimable is re-read and changed under a lock.
+        Duplicate deliveries that reach the same instance wait for each other here rather than
+        pile into Datastore lock waits. Each attempt then looks without a lock: a finished or
+        running row ends there, and a retry after an aborted transaction that finds the row
+        taken stops contending. Only a row that still looks claimable is re-read and changed
+        in a transaction, which is what settles races between instances.
         """
 
         def look() -> Claim | None:
@@ -157,7 +186,8 @@ class StatusStore:
             txn.put(entity)
             return Claim(verdict, row, claim_id, row.attempts + 1)
 
-        return self._retrying(lambda: look() or self._in_transaction(work))
+        with self._claiming.hold(row_id):
+            return self._retrying(lambda: look() or self._in_transaction(work))
 
     def finish(self, row_id: str, *, claim_id: str | None, changes: dict[str, Any]) -> bool:
         """Write a run's outcome if the row is still claimed by `claim_id` (None: not claimed,

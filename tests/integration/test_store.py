@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
 from shared.claims import ClaimVerdict
 from shared.model import KIND, NewRow, Status, Transition
+from tests.conftest import PROJECT
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.emulator
 
@@ -32,6 +38,35 @@ def test_racing_claims_have_exactly_one_winner(store):
         t.join()
     assert verdicts.count(ClaimVerdict.CLAIM) == 1
     assert verdicts.count(ClaimVerdict.BUSY) == 15
+
+
+CLAIM_IN_A_PROCESS = """
+import sys, time
+from google.cloud import datastore
+from shared.store import StatusStore
+start, project, namespace = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+store = StatusStore(client=datastore.Client(project=project, namespace=namespace))
+time.sleep(max(0.0, start - time.time()))
+print(store.claim("r", max_attempts=5, lease_seconds=60).verdict.value)
+"""
+
+
+def test_racing_claims_from_separate_processes_have_exactly_one_winner(store, namespace):
+    """Separate processes share no lock: Datastore's transaction alone settles the race."""
+    store.insert_new([new("r")])
+    start = time.time() + 6  # every process is up and waiting by then
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIM_IN_A_PROCESS, str(start), PROJECT, namespace],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    verdicts = sorted(p.communicate(timeout=180)[0].strip() for p in processes)
+    assert verdicts == ["busy", "busy", "busy", "claim"]
 
 
 def test_an_outcome_is_written_only_while_the_claim_is_ours(store, ds_client):
