@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flask
 
 from shared.errors import ConfigError, SheetError, TransientError
-from shared.loader_service import LoadReport
 from shared.logs import get_logger
 from shared.planning import LoadOptions
 from shared.worker_service import TaskResult, WorkerOutcome
+
+if TYPE_CHECKING:  # the loader's stack is not imported by the worker
+    from shared.loader_service import LoadReport
 
 log = get_logger("http")
 MAX_ROW_ID_BYTES = 1500  # a Datastore key name's limit

@@ -9,31 +9,29 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import google.auth
 import grpc
 import httpx
 from google.auth.credentials import AnonymousCredentials, Credentials
-from google.cloud import datastore, secretmanager, tasks_v2
+from google.cloud import datastore, secretmanager
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
     SecretManagerServiceGrpcTransport,
 )
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
-from google.oauth2 import service_account
-from googleapiclient.discovery import build
 
 from shared import logs
 from shared.config import CommonSettings, LoaderSettings, WorkerSettings, load
 from shared.dify import WorkflowClient
 from shared.errors import ConfigError
-from shared.loader_service import LoaderService
-from shared.rows import RowFilter
 from shared.secrets import SecretReader
-from shared.sheet import SheetReader
 from shared.store import StatusStore
-from shared.tasks import TaskQueue
 from shared.worker_service import WorkerService
+
+if TYPE_CHECKING:
+    from google.cloud import tasks_v2
+
+    from shared.loader_service import LoaderService
 
 SHEETS_SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
 
@@ -106,9 +104,15 @@ def worker_service() -> WorkerService:
     return _once("worker", _build_worker)
 
 
+# The loader's clients (Sheets, Cloud Tasks) are imported where they are built, so the worker,
+# which never uses them, does not pay for them on every cold start.
+
+
 def sheets_credentials(settings: LoaderSettings) -> Credentials:
     """A key from Secret Manager, else a key file, else (with a stand-in endpoint) none, else
     the function's own identity (ADC): the recommended way, since no key exists to leak."""
+    from google.oauth2 import service_account
+
     try:
         if settings.google_sheets_credentials_secret_id:
             text = secret_reader(settings).read(
@@ -147,6 +151,8 @@ def sheets_credentials(settings: LoaderSettings) -> Credentials:
 
 
 def sheets_service(settings: LoaderSettings) -> Any:
+    from googleapiclient.discovery import build
+
     options = (
         {"api_endpoint": settings.sheets_api_endpoint} if settings.sheets_api_endpoint else None
     )
@@ -161,6 +167,9 @@ def sheets_service(settings: LoaderSettings) -> Any:
 
 
 def tasks_client(settings: LoaderSettings) -> tasks_v2.CloudTasksClient:
+    from google.cloud import tasks_v2
+    from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
     if settings.cloud_tasks_emulator_host:
         transport = CloudTasksGrpcTransport(
             channel=grpc.insecure_channel(settings.cloud_tasks_emulator_host),
@@ -171,6 +180,11 @@ def tasks_client(settings: LoaderSettings) -> tasks_v2.CloudTasksClient:
 
 
 def _build_loader() -> LoaderService:
+    from shared.loader_service import LoaderService
+    from shared.rows import RowFilter
+    from shared.sheet import SheetReader
+    from shared.tasks import TaskQueue
+
     settings = load(LoaderSettings)
     logs.configure(settings.log_level)
     row_filter = None
