@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -284,11 +284,6 @@ class StatusStore:
 
             applied.extend(self._transact(work))
         return applied
-
-    def iter_all(self) -> Iterable[datastore.Entity]:
-        """Every status entity of this namespace (for tools and tests, not the hot path)."""
-        entities: Iterable[datastore.Entity] = self._client.query(kind=KIND).fetch()
-        return entities
 
 
 def _still_as_expected(entity: datastore.Entity, t: Transition) -> bool:

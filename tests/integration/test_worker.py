@@ -380,6 +380,14 @@ def test_concurrent_deliveries_of_one_task_run_the_workflow_once(
     assert (row["status"], row["attempts"]) == ("SUCCESS", 1)
 
 
+def test_a_large_output_is_stored_whole(worker_url, store, ds_client, dify_server):
+    text = "긴 답변 🐱 " * 25_000  # ~300 KB of UTF-8: far past the 1,500-byte index limit
+    add_row(store)
+    dify_server.script(dify.finish({"text": text}))
+    assert deliver(worker_url).json()["outcome"] == "succeeded"
+    assert json.loads(entity(ds_client)["result"]) == {"text": text}
+
+
 def test_an_output_over_the_entity_limit_is_failed_with_an_explanation(
     worker_url, store, ds_client, dify_server
 ):
