@@ -74,7 +74,27 @@ def test_every_function_has_its_own_service_account():
         "loader": "${google_service_account.loader.email}",
         "worker": "${google_service_account.worker.email}",
     }
-    assert {"loader", "worker", "invoker", "scheduler"} <= set(resources("google_service_account"))
+    assert {"loader", "worker", "invoker", "scheduler", "builder"} <= set(
+        resources("google_service_account")
+    )
+
+
+def test_tasks_and_the_scheduler_call_the_cloud_run_urls_they_name_as_audience():
+    run_uri = "${google_cloudfunctions2_function.%s.service_config[0].uri}"
+    loader_env = service_config("loader")["environment_variables"]
+    # The loader sends tasks to WORKER_URL with the same URL as the OIDC audience (shared/tasks.py).
+    assert "WORKER_URL = google_cloudfunctions2_function.worker.service_config[0].uri" in (
+        loader_env
+    )
+    target = resources("google_cloud_scheduler_job")["loader"]["http_target"][0]
+    assert target["uri"] == target["oidc_token"][0]["audience"] == run_uri % "loader"
+
+
+def test_the_functions_are_built_by_their_own_builder_account():
+    for name in ("loader", "worker"):
+        build = functions()[name]["build_config"][0]
+        assert build["service_account"] == "${google_service_account.builder.id}"
+        assert unquote(build["runtime"]) == "python312"
 
 
 def test_the_queue_concurrency_limit_is_the_variable():

@@ -1,3 +1,5 @@
+# Tasks and the scheduler call each function at its Cloud Run URL (service_config[0].uri), which
+# is also the OIDC audience Cloud Run checks.
 # The loader's timeout covers a whole run of a large sheet, up to Cloud Scheduler's 30-minute
 # attempt deadline. Ingress is open because Cloud Scheduler calls from outside any VPC; only the
 # scheduler's account holds roles/run.invoker (iam.tf).
@@ -9,8 +11,9 @@ resource "google_cloudfunctions2_function" "loader" {
   labels      = local.labels
 
   build_config {
-    runtime     = "python312"
-    entry_point = "load_sheet"
+    runtime         = "python312"
+    entry_point     = "load_sheet"
+    service_account = google_service_account.builder.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -38,13 +41,14 @@ resource "google_cloudfunctions2_function" "loader" {
       SHEET_CHUNK_ROWS                    = tostring(var.sheet_chunk_rows)
       TASKS_LOCATION                      = var.region
       TASKS_QUEUE                         = google_cloud_tasks_queue.rows.name
-      WORKER_URL                          = google_cloudfunctions2_function.worker.url
+      WORKER_URL                          = google_cloudfunctions2_function.worker.service_config[0].uri
       TASKS_SERVICE_ACCOUNT_EMAIL         = google_service_account.invoker.email
       ENQUEUE_CONCURRENCY                 = tostring(var.enqueue_concurrency)
     })
   }
 
   depends_on = [
+    google_project_iam_member.builder,
     google_project_iam_member.loader_datastore,
     google_service_account_iam_member.loader_acts_as_invoker,
   ]
@@ -61,8 +65,9 @@ resource "google_cloudfunctions2_function" "worker" {
   labels      = local.labels
 
   build_config {
-    runtime     = "python312"
-    entry_point = "process_row"
+    runtime         = "python312"
+    entry_point     = "process_row"
+    service_account = google_service_account.builder.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -101,5 +106,5 @@ resource "google_cloudfunctions2_function" "worker" {
     }
   }
 
-  depends_on = [google_project_iam_member.worker_datastore]
+  depends_on = [google_project_iam_member.builder, google_project_iam_member.worker_datastore]
 }

@@ -29,6 +29,33 @@ resource "google_service_account" "scheduler" {
   depends_on   = [google_project_service.apis]
 }
 
+# Builds the functions' images. New projects no longer let the default compute account build,
+# so the functions name their own builder.
+resource "google_service_account" "builder" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-bld"
+  display_name = "dify-batch-processor builder (Cloud Build for the functions)"
+  depends_on   = [google_project_service.apis]
+}
+
+resource "google_project_iam_member" "builder" {
+  for_each = toset([
+    "roles/cloudbuild.builds.builder",
+    "roles/logging.logWriter",
+    "roles/artifactregistry.writer",
+  ])
+
+  project = var.project_id
+  role    = each.value
+  member  = google_service_account.builder.member
+}
+
+resource "google_storage_bucket_iam_member" "builder_reads_sources" {
+  bucket = google_storage_bucket.sources.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.builder.member
+}
+
 # Datastore has no finer grant than the project: both functions read and write status rows.
 resource "google_project_iam_member" "loader_datastore" {
   project = var.project_id

@@ -1,11 +1,11 @@
 output "loader_url" {
   description = "URL of the loader function (Cloud Scheduler calls it; trigger it by hand with an identity token)."
-  value       = google_cloudfunctions2_function.loader.url
+  value       = google_cloudfunctions2_function.loader.service_config[0].uri
 }
 
 output "worker_url" {
   description = "URL of the worker function (Cloud Tasks calls it)."
-  value       = google_cloudfunctions2_function.worker.url
+  value       = google_cloudfunctions2_function.worker.service_config[0].uri
 }
 
 output "queue" {

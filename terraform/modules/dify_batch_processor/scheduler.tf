@@ -16,14 +16,14 @@ resource "google_cloud_scheduler_job" "loader" {
 
   http_target {
     http_method = "POST"
-    uri         = google_cloudfunctions2_function.loader.url
+    uri         = google_cloudfunctions2_function.loader.service_config[0].uri
     body        = base64encode("{}")
     headers = {
       "Content-Type" = "application/json"
     }
     oidc_token {
       service_account_email = google_service_account.scheduler.email
-      audience              = google_cloudfunctions2_function.loader.url
+      audience              = google_cloudfunctions2_function.loader.service_config[0].uri
     }
   }
 
