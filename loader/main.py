@@ -3,7 +3,6 @@
 import flask
 import functions_framework
 
-from shared.errors import BatchError
 from shared.http import Answer, failure_answer, loader_answer, parse_load_options
 from shared.wiring import loader_service
 
@@ -11,9 +10,9 @@ from shared.wiring import loader_service
 @functions_framework.http
 def load_sheet(request: flask.Request) -> Answer:
     options = parse_load_options(request)
-    if not isinstance(options, tuple):
-        try:
-            return loader_answer(loader_service().load(options))
-        except BatchError as exc:
-            return failure_answer(exc)
-    return options
+    if isinstance(options, tuple):  # a 400 answer saying what is wrong
+        return options
+    try:
+        return loader_answer(loader_service().load(options))
+    except Exception as exc:  # answered and logged as JSON, never a bare traceback
+        return failure_answer(exc)

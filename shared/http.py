@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import flask
 
-from shared.errors import ConfigError, SheetError, TransientError
+from shared import logs
+from shared.errors import BatchError, ConfigError, SheetError, TransientError
 from shared.logs import get_logger
 from shared.planning import LoadOptions
 from shared.worker_service import TaskResult, WorkerOutcome
@@ -112,7 +113,9 @@ def loader_answer(report: LoadReport) -> Answer:
 
 
 def failure_answer(exc: Exception) -> Answer:
-    """Settings or sheet errors and unavailable services: an answer that says why."""
+    """Settings or sheet errors, unavailable services, bugs: an answer that says why, and one
+    JSON log line (also when the failure came before the settings configured logging)."""
+    logs.configure()
     if isinstance(exc, ConfigError):
         log.error("%s", exc.message, extra={"event": "config_error"})
         return json_answer({"error": exc.message}, 500)
@@ -122,5 +125,8 @@ def failure_answer(exc: Exception) -> Answer:
     if isinstance(exc, TransientError):
         log.warning("%s", exc.describe(), extra={"event": "transient_error"})
         return json_answer({"error": exc.describe()}, 503)
+    if isinstance(exc, BatchError):
+        log.error("%s", exc.describe(), extra={"event": "permanent_error"})
+        return json_answer({"error": exc.describe()}, 500)
     log.exception("unexpected error", extra={"event": "internal_error"})
     return json_answer({"error": f"internal error: {type(exc).__name__}"}, 500)

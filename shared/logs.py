@@ -43,10 +43,12 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure(level: str = "INFO") -> None:
-    """Route the project's loggers to one JSON line per event on stdout (idempotent)."""
+def configure(level: str | None = None) -> None:
+    """Route the project's loggers to one JSON line per event on stdout (idempotent); `level`
+    None keeps the level already set (INFO at first)."""
     root = logging.getLogger("dify_batch")
-    root.setLevel(level.upper())
+    if level is not None or root.level == logging.NOTSET:
+        root.setLevel((level or "INFO").upper())
     if not any(getattr(h, "_dify_batch", False) for h in root.handlers):
         handler = _StdoutHandler()
         handler.setFormatter(JsonFormatter())

@@ -3,7 +3,6 @@
 import flask
 import functions_framework
 
-from shared.errors import BatchError
 from shared.http import Answer, failure_answer, parse_task, worker_answer
 from shared.wiring import worker_service
 
@@ -15,5 +14,5 @@ def process_row(request: flask.Request) -> Answer:
         return row_id
     try:
         return worker_answer(worker_service().process_row(row_id))
-    except BatchError as exc:
+    except Exception as exc:  # answered and logged as JSON, never a bare traceback
         return failure_answer(exc)

@@ -458,12 +458,16 @@ def test_a_missing_secret_is_a_clear_error(monkeypatch, worker_env, store):
     assert "secretAccessor" in response.json()["error"]
 
 
-def test_missing_settings_name_the_variable(monkeypatch, worker_env):
+def test_missing_settings_name_the_variable(monkeypatch, worker_env, capsys):
     monkeypatch.delenv("DIFY_API_ENDPOINT")
     with serve_function("worker/main.py", "process_row") as url:
         response = deliver(url)
     assert response.status_code == 500
     assert "DIFY_API_ENDPOINT is not set" in response.json()["error"]
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    logged = [x for x in lines if x.get("event") == "config_error"]
+    assert logged[0]["severity"] == "ERROR"
+    assert "DIFY_API_ENDPOINT is not set" in logged[0]["message"]
 
 
 def test_one_log_line_per_outcome_with_id_attempt_and_duration(worker_url, store, capsys):
