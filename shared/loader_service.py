@@ -40,6 +40,7 @@ class LoadReport:
     duplicate_ids: list[dict[str, Any]] = field(default_factory=list)
     tasks_created: int = 0
     tasks_existing: int = 0
+    error_count: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -121,6 +122,7 @@ class LoaderService:
             report.inputs_updated = len(set(applied) & set(actions.inputs_updated))
             report.tasks_created = len(enqueued.created)
             report.tasks_existing = len(enqueued.existing)
+            report.error_count = len(enqueued.errors)
             report.errors = [{"id": i, "error": e} for i, e in enqueued.errors.items()][:MAX_LISTED]
         report.elapsed_s = round(self._timer() - started, 3)
         log.log(

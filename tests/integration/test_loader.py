@@ -282,6 +282,7 @@ def test_a_task_that_cannot_be_created_is_reported_and_repaired_later(
     tasks.fail_next(grpc.StatusCode.PERMISSION_DENIED, message="no cloudtasks.tasks.create")
     response = trigger(loader_url)
     assert response.status_code == 503
+    assert response.json()["error_count"] == 1
     assert response.json()["errors"][0]["id"] == "a"
     assert "PermissionDenied" in response.json()["errors"][0]["error"]
     assert entity(ds_client, "a")["status"] == "PENDING"
