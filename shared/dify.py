@@ -139,12 +139,18 @@ class WorkflowClient:
         ) as response:
             if response.status_code != 200:
                 raise self._error_from(response, deadline)
-            raw = b"".join(self._chunks(response, deadline, self._max_bytes))
+            return self._read_run(response, deadline)
+
+    def _read_run(self, response: httpx.Response, deadline: float) -> WorkflowRun:
+        """A whole JSON answer (blocking mode, or a proxy that answered a stream with one)."""
+        raw = b"".join(self._chunks(response, deadline, self._max_bytes))
         try:
             payload = json.loads(raw)
         except ValueError:
+            kind = response.headers.get("content-type") or "no content type"
             raise TransientError(
-                f"Dify's answer is not JSON ({len(raw)} bytes); it was malformed or cut off",
+                f"Dify's answer ({kind}, {len(raw)} bytes) is not JSON; it was malformed or "
+                "cut off",
                 code="malformed",
             ) from None
         return parse_run(payload)
@@ -162,18 +168,9 @@ class WorkflowClient:
         ) as response:
             if response.status_code != 200:
                 raise self._error_from(response, deadline)
-            content_type = response.headers.get("content-type", "")
-            if "text/event-stream" not in content_type:
+            if "text/event-stream" not in response.headers.get("content-type", ""):
                 # Some proxies and Dify versions answer a streaming call with one JSON document.
-                raw = b"".join(self._chunks(response, deadline, self._max_bytes))
-                try:
-                    return parse_run(json.loads(raw))
-                except ValueError:
-                    raise TransientError(
-                        f"Dify answered {content_type or 'no content type'} instead of an event "
-                        "stream, and not JSON either",
-                        code="malformed",
-                    ) from None
+                return self._read_run(response, deadline)
             guarded = _GuardedResponse(response, self._chunks(response, deadline, self._max_bytes))
             for sse in EventSource(cast(httpx.Response, guarded)).iter_sse():
                 if sse.event == "ping" or not sse.data.strip():
