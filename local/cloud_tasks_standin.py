@@ -1,7 +1,9 @@
 """A local STAND-IN of Cloud Tasks v2 over gRPC (tests and demos only, never deployed).
 
-Serves CreateTask, ListTasks, GetTask and DeleteTask for the real google-cloud-tasks
-client (point CLOUD_TASKS_EMULATOR_HOST at `host`). It records every CreateTask, keeps
+Serves CreateTask, ListTasks, GetTask, DeleteTask, GetQueue, PauseQueue and ResumeQueue for
+the real google-cloud-tasks client (point CLOUD_TASKS_EMULATOR_HOST at `host`). Every queue
+name exists (RUNNING) until paused; a paused queue keeps its tasks and dispatches none, while
+deliveries already under way finish, as in Cloud Tasks. It records every CreateTask, keeps
 task names reserved after their task ends (as Cloud Tasks does for about an hour), adds
 per-call latency, and answers scripted faults (ALREADY_EXISTS, UNAVAILABLE, ...).
 
@@ -27,9 +29,13 @@ import httpx
 from google.cloud.tasks_v2.types import (
     CreateTaskRequest,
     DeleteTaskRequest,
+    GetQueueRequest,
     GetTaskRequest,
     ListTasksRequest,
     ListTasksResponse,
+    PauseQueueRequest,
+    Queue,
+    ResumeQueueRequest,
     Task,
 )
 
@@ -63,6 +69,8 @@ class CloudTasksStandIn:
     faults: deque[tuple[grpc.StatusCode, str]] = field(default_factory=deque)
     delivered: list[tuple[str, int]] = field(default_factory=list)  # (task name, HTTP status)
     peak_in_flight: int = 0
+    paused: set[str] = field(default_factory=set)  # queue names
+    queue_calls: list[tuple[str, str]] = field(default_factory=list)  # (method, queue name)
     _tasks: dict[str, _Entry] = field(default_factory=dict)
     _ended: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -80,6 +88,9 @@ class CloudTasksStandIn:
                 "ListTasks": (self._list, ListTasksRequest, ListTasksResponse),
                 "GetTask": (self._get, GetTaskRequest, Task),
                 "DeleteTask": (self._delete, DeleteTaskRequest, _Empty),
+                "GetQueue": (self._get_queue, GetQueueRequest, Queue),
+                "PauseQueue": (self._pause_queue, PauseQueueRequest, Queue),
+                "ResumeQueue": (self._resume_queue, ResumeQueueRequest, Queue),
             },
             port,
         )
@@ -166,6 +177,37 @@ class CloudTasksStandIn:
         self.lose(request.name)
         return object()
 
+    def _queue(self, name: str) -> Queue:
+        state = Queue.State.PAUSED if name in self.paused else Queue.State.RUNNING
+        return Queue(name=name, state=state)
+
+    def _get_queue(self, request: GetQueueRequest, context: Any) -> Queue:
+        with self._lock:
+            self.queue_calls.append(("GetQueue", request.name))
+            return self._queue(request.name)
+
+    def _pause_queue(self, request: PauseQueueRequest, context: Any) -> Queue:
+        with self._lock:
+            self.queue_calls.append(("PauseQueue", request.name))
+            self.paused.add(request.name)
+            return self._queue(request.name)
+
+    def _resume_queue(self, request: ResumeQueueRequest, context: Any) -> Queue:
+        with self._lock:
+            self.queue_calls.append(("ResumeQueue", request.name))
+            self.paused.discard(request.name)
+            queue = self._queue(request.name)
+        self._wake.set()
+        return queue
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def calls_of(self, method: str) -> list[str]:
+        with self._lock:
+            return [name for m, name in self.queue_calls if m == method]
+
     # -- dispatching --------------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
@@ -175,7 +217,13 @@ class CloudTasksStandIn:
             now = time.monotonic()
             with self._lock:
                 free = self.max_concurrent_dispatches - self._in_flight
-                due = [e for e in self._tasks.values() if not e.running and e.due <= now]
+                due = [
+                    e
+                    for e in self._tasks.values()
+                    if not e.running
+                    and e.due <= now
+                    and e.task.name.split("/tasks/")[0] not in self.paused
+                ]
                 due.sort(key=lambda e: e.due)
                 for entry in due[: max(0, free)]:
                     entry.running = True

@@ -1,7 +1,12 @@
 """A local STAND-IN of Dify's workflow API, for tests and demos (never deployed).
 
-Speaks the documented wire format: `POST /v1/workflows/run` with a Bearer key, answering
-blocking JSON or a server-sent event stream, plus `POST /v1/workflows/tasks/{id}/stop`.
+Speaks the wire format of Dify 1.x as its server answers (not only as documented):
+`POST /v1/workflows/run` (and `/v1/workflows/{id}/run`) with a Bearer key, answering blocking
+JSON or a server-sent event stream with pings every `ping_interval` seconds (10 s like Dify);
+`GET /v1/workflows/run/{id}`, which knows every run started here, also those whose stream was
+lost; and `POST /v1/workflows/tasks/{id}/stop`, which requires the `user` that started the run.
+With `max_active_requests` set, runs past it are refused the way released 1.x servers do
+(400 `invalid_param` "Too many requests...") or newer ones (429, `limit_status=429`).
 Tests script its answers one call at a time (`replies`), or set a default `behaviour`.
 
     python -m local.dify_standin --port 8090 --api-key app-local --latency 0.5
@@ -39,8 +44,10 @@ class Call:
     path: str
 
 
-def _run_data(outputs: dict[str, Any], status: str, error: str | None) -> dict[str, Any]:
-    run_id = str(uuid.uuid4())
+def _run_data(
+    outputs: dict[str, Any], status: str, error: str | None, run_id: str | None = None
+) -> dict[str, Any]:
+    run_id = run_id or str(uuid.uuid4())
     now = int(time.time())
     return {
         "id": run_id,
@@ -63,38 +70,148 @@ def finish(
     error: str | None = None,
     delay: float = 0.0,
 ) -> Reply:
-    """A run that ends with `status`, answered blocking or streamed as the request asked."""
+    """A run that takes the stand-in's latency (plus `delay`) and ends with `status`, answered
+    blocking or streamed as the request asked."""
 
     def write(h: _RequestHandler, body: dict[str, Any]) -> None:
-        data = _run_data(outputs if outputs is not None else echo(body), status, error)
-        task_id = str(uuid.uuid4())
+        run_id, task_id = h.new_run(body)
+        data = _run_data(outputs if outputs is not None else echo(body), status, error, run_id)
         if body.get("response_mode") == "streaming":
             h.start_stream()
             h.event(
                 {
                     "event": "workflow_started",
                     "task_id": task_id,
-                    "workflow_run_id": data["id"],
-                    "data": {"id": data["id"]},
+                    "workflow_run_id": run_id,
+                    "data": {"id": run_id, "workflow_id": "standin-workflow"},
                 }
             )
-            h.ping()
-            h.pause(delay)
+            h.run_for(h.server.stand_in.latency + delay)
+            h.server.stand_in.complete(run_id, data)
             h.event({"event": "node_finished", "task_id": task_id, "data": {"node_id": "llm"}})
             h.event({"event": "future_event_nobody_knows", "data": {}})
             h.event(
                 {
                     "event": "workflow_finished",
                     "task_id": task_id,
-                    "workflow_run_id": data["id"],
+                    "workflow_run_id": run_id,
                     "data": data,
                 }
             )
         else:
-            h.pause(delay)
-            h.send_json(200, {"workflow_run_id": data["id"], "task_id": task_id, "data": data})
+            h.pause(h.server.stand_in.latency + delay)
+            h.server.stand_in.complete(run_id, data)
+            h.send_json(200, {"workflow_run_id": run_id, "task_id": task_id, "data": data})
 
     return Reply(write, f"finish:{status}")
+
+
+def lost_stream(
+    outputs: dict[str, Any] | None = None,
+    *,
+    status: str = "succeeded",
+    error: str | None = None,
+    finishes_after: float = 0.5,
+) -> Reply:
+    """The stream breaks right after `workflow_started`, while the run goes on in Dify and
+    ends `finishes_after` seconds later (what usually happens when a connection drops)."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        run_id, task_id = h.new_run(body)
+        data = _run_data(outputs if outputs is not None else echo(body), status, error, run_id)
+        stand_in = h.server.stand_in
+        timer = threading.Timer(finishes_after, stand_in.complete, (run_id, data))
+        timer.daemon = True
+        timer.start()
+        h.start_stream()
+        h.event(
+            {
+                "event": "workflow_started",
+                "task_id": task_id,
+                "workflow_run_id": run_id,
+                "data": {"id": run_id},
+            }
+        )
+        h.close_connection = True
+
+    return Reply(write, "lost_stream")
+
+
+def human_input() -> Reply:
+    """A workflow that reaches a human-input node: it pauses, and no workflow_finished comes."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        run_id, task_id = h.new_run(body)
+        paused = {**_run_data({}, "paused", None, run_id), "finished_at": None}
+        h.server.stand_in.complete(run_id, paused)
+        if body.get("response_mode") != "streaming":
+            h.send_json(200, {"workflow_run_id": run_id, "task_id": task_id, "data": paused})
+            return
+        h.start_stream()
+        h.event(
+            {
+                "event": "workflow_started",
+                "task_id": task_id,
+                "workflow_run_id": run_id,
+                "data": {"id": run_id},
+            }
+        )
+        h.event(
+            {
+                "event": "human_input_required",
+                "task_id": task_id,
+                "workflow_run_id": run_id,
+                "data": {"node_id": "approve", "form_content": "Approve?"},
+            }
+        )
+        h.event(
+            {
+                "event": "workflow_paused",
+                "task_id": task_id,
+                "workflow_run_id": run_id,
+                "data": {
+                    "workflow_run_id": run_id,
+                    "status": "paused",
+                    "paused_nodes": ["approve"],
+                    "reasons": [{"type": "human_input_required", "node_id": "approve"}],
+                },
+            }
+        )
+
+    return Reply(write, "human_input")
+
+
+def concurrency_limit(status: int = 400, limit: int = 2) -> Reply:
+    """The app's concurrent-run limit, as released 1.x servers (400) or newer ones (429) say it."""
+    code = "invalid_param" if status == 400 else "too_many_requests"
+    return http_error(status, code, concurrency_message(limit))
+
+
+def concurrency_message(limit: int) -> str:
+    return (
+        "Too many requests. Please try again later. The current maximum concurrent requests "
+        f"allowed for standin-app is {limit}."
+    )
+
+
+def quota_exceeded() -> Reply:
+    return http_error(429, "rate_limit_error", "Workflow execution quota limit reached.")
+
+
+UPSTREAM_ERRORS = {
+    "rate_limit": "[openai] Rate Limit Error, Error code: 429 - You exceeded your current quota",
+    "connection": "[anthropic] Connection Error, Connection error.",
+    "unavailable": "[openai] Server Unavailable Error, The server is overloaded",
+}
+
+
+def upstream_error(kind: str, *, via: str = "http") -> Reply:
+    """A model provider's failure inside the run, as Dify formats it: a 400
+    `completion_request_error` (via="http"), or a run that ends `failed` (via="run")."""
+    message = UPSTREAM_ERRORS[kind]
+    if via == "run":
+        return finish(status="failed", error=message)
+    return http_error(400, "completion_request_error", message)
 
 
 def http_error(
@@ -157,8 +274,16 @@ def hang(seconds: float, *, ping_every: float = 0.2) -> Reply:
 
     def write(h: _RequestHandler, body: dict[str, Any]) -> None:
         if body.get("response_mode") == "streaming":
+            h.server.stand_in.register("r-hang", "t-hang", body)
             h.start_stream()
-            h.event({"event": "workflow_started", "task_id": "t-hang", "data": {"id": "r-hang"}})
+            h.event(
+                {
+                    "event": "workflow_started",
+                    "task_id": "t-hang",
+                    "workflow_run_id": "r-hang",
+                    "data": {"id": "r-hang"},
+                }
+            )
             end = time.monotonic() + seconds
             while time.monotonic() < end and not h.server.stopping.is_set():
                 h.ping()
@@ -217,6 +342,47 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.wfile.write(b"event: ping\n\n")
         self.wfile.flush()
 
+    def run_for(self, seconds: float) -> None:
+        """Let a streamed run take `seconds`, pinging every `ping_interval` like Dify."""
+        end = time.monotonic() + seconds
+        interval = self.server.stand_in.ping_interval
+        while (left := end - time.monotonic()) > 0 and not self.server.stopping.is_set():
+            self.pause(min(left, interval))
+            if end - time.monotonic() > 0:
+                self.ping()
+
+    def new_run(self, body: dict[str, Any]) -> tuple[str, str]:
+        run_id, task_id = str(uuid.uuid4()), str(uuid.uuid4())
+        self.server.stand_in.register(run_id, task_id, body)
+        return run_id, task_id
+
+    def authorized(self) -> bool:
+        stand_in = self.server.stand_in
+        if stand_in.api_key is None or self.headers.get("Authorization") == (
+            f"Bearer {stand_in.api_key}"
+        ):
+            return True
+        self.send_json(
+            401, {"code": "unauthorized", "message": "Access token is invalid", "status": 401}
+        )
+        return False
+
+    def do_GET(self) -> None:
+        stand_in = self.server.stand_in
+        stand_in.record(Call({}, self.headers.get("Authorization", ""), self.path))
+        if not self.authorized():
+            return
+        prefix = "/v1/workflows/run/"
+        run = (
+            stand_in.run_detail(self.path[len(prefix) :]) if self.path.startswith(prefix) else None
+        )
+        if run is None:
+            self.send_json(
+                404, {"code": "not_found", "message": "Workflow run not found.", "status": 404}
+            )
+            return
+        self.send_json(200, run)
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
@@ -230,12 +396,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
         stand_in = self.server.stand_in
         auth = self.headers.get("Authorization", "")
         stand_in.record(Call(body, auth, self.path))
-        if stand_in.api_key is not None and auth != f"Bearer {stand_in.api_key}":
-            self.send_json(
-                401, {"code": "unauthorized", "message": "Access token is invalid", "status": 401}
-            )
+        if not self.authorized():
             return
         if self.path.startswith("/v1/workflows/tasks/") and self.path.endswith("/stop"):
+            if not body.get("user"):
+                self.send_json(
+                    400,
+                    {
+                        "code": "invalid_param",
+                        "message": "Arg user must be provided.",
+                        "status": 400,
+                    },
+                )
+                return
+            stand_in.stop_task(self.path.split("/")[-2], str(body["user"]))
             self.send_json(200, {"result": "success"})
             return
         if not self.path.rstrip("/").endswith("/run"):
@@ -251,9 +425,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 },
             )
             return
-        stand_in.running(+1)
+        if not stand_in.take_slot():
+            # Dify checks its app's limit before the run starts; no run, no run id.
+            concurrency_limit(stand_in.limit_status, stand_in.max_active_requests).write(self, body)
+            return
         try:
-            self.pause(stand_in.latency)
             # The client may give up first: timeouts are part of what tests exercise.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 stand_in.next_reply().write(self, body)
@@ -272,7 +448,10 @@ class DifyStandIn:
     """Start with `start()`; `url` is the workflow-run endpoint to put in DIFY_API_ENDPOINT."""
 
     api_key: str | None = "app-standin-key"
-    latency: float = 0.0
+    latency: float = 0.0  # how long a finished run takes
+    ping_interval: float = 10.0
+    max_active_requests: int = 0  # 0: unlimited, Dify's self-hosted default
+    limit_status: int = 400  # how a refusal past the limit is answered: 400 (1.x) or 429
     behaviour: Callable[[], Reply] = field(default=finish)
     calls: list[Call] = field(default_factory=list)
     replies: deque[Reply] = field(default_factory=deque)
@@ -280,6 +459,9 @@ class DifyStandIn:
     _server: _Server | None = None
     in_flight: int = 0
     peak_in_flight: int = 0  # most workflow runs answered at the same time
+    refused: int = 0  # runs refused past max_active_requests
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> detail
+    _task_runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # task -> (run, user)
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> DifyStandIn:
         server = _Server((host, port), _RequestHandler)
@@ -313,6 +495,46 @@ class DifyStandIn:
         with self._lock:
             return self.replies.popleft() if self.replies else self.behaviour()
 
+    def take_slot(self) -> bool:
+        with self._lock:
+            if self.max_active_requests and self.in_flight >= self.max_active_requests:
+                self.refused += 1
+                return False
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            return True
+
+    def register(self, run_id: str, task_id: str, body: dict[str, Any]) -> None:
+        detail = {
+            **_run_data({}, "running", None, run_id),
+            "inputs": body.get("inputs"),
+            "outputs": None,
+            "finished_at": None,
+        }
+        with self._lock:
+            self.runs[run_id] = detail
+            self._task_runs[task_id] = (run_id, str(body.get("user")))
+
+    def complete(self, run_id: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            if run_id in self.runs and self.runs[run_id]["status"] == "running":
+                self.runs[run_id] = {**self.runs[run_id], **data}
+
+    def stop_task(self, task_id: str, user: str) -> None:
+        with self._lock:
+            run_id, started_by = self._task_runs.get(task_id, ("", ""))
+            if run_id in self.runs and started_by == user:
+                self.runs[run_id] = {**self.runs[run_id], "status": "stopped"}
+
+    def run_detail(self, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            run = self.runs.get(run_id)
+            return dict(run) if run is not None else None
+
+    def lookup_calls(self) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.path.startswith("/v1/workflows/run/")]
+
     def running(self, change: int) -> None:
         with self._lock:
             self.in_flight += change
@@ -337,8 +559,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--api-key", default="app-standin-key")
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per workflow run")
+    parser.add_argument("--ping-interval", type=float, default=10.0)
+    parser.add_argument(
+        "--max-active-requests", type=int, default=0, help="the app's concurrency limit (0: none)"
+    )
     args = parser.parse_args()
-    stand_in = DifyStandIn(api_key=args.api_key, latency=args.latency).start(args.host, args.port)
+    stand_in = DifyStandIn(
+        api_key=args.api_key,
+        latency=args.latency,
+        ping_interval=args.ping_interval,
+        max_active_requests=args.max_active_requests,
+    ).start(args.host, args.port)
     print(f"Dify stand-in: DIFY_API_ENDPOINT={stand_in.url}", flush=True)
     try:
         threading.Event().wait()

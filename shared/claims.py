@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from shared.errors import BatchError, TransientError
+from shared.errors import AppWideError, BatchError, CapacityError, TransientError
 from shared.model import FINISHED, Status, StoredRow
 
 
@@ -34,21 +34,42 @@ def decide_claim(row: StoredRow | None, *, now: datetime, max_attempts: int) -> 
     return ClaimVerdict.CLAIM
 
 
+class Answer(StrEnum):
+    """What the failure asks of Cloud Tasks (and so which HTTP status the worker answers)."""
+
+    DONE = "done"  # 200: the row is final
+    RETRY_ROW = "retry_row"  # 500: this task backs off alone
+    SLOW_QUEUE = "slow_queue"  # 429/503: Dify is full, the whole queue slows down
+    PAUSE_QUEUE = "pause_queue"  # 503 after pausing the queue: every row would fail alike
+
+
 @dataclass(frozen=True)
 class AfterError:
-    """What a failed run does to the row, and whether Cloud Tasks should deliver again."""
+    """What a failed run does to the row, and what Cloud Tasks should do next."""
 
     status: Status
-    retry: bool
+    answer: Answer
     error: str
+    charged: bool  # False: the attempt is given back (Dify started no run for this row)
+
+    @property
+    def retry(self) -> bool:
+        return self.answer is not Answer.DONE
 
 
 def decide_after_error(error: BatchError, *, attempt: int, max_attempts: int) -> AfterError:
     text = error.describe()
+    if isinstance(error, AppWideError):
+        return AfterError(Status.PENDING, Answer.PAUSE_QUEUE, text, charged=False)
+    if isinstance(error, CapacityError):
+        return AfterError(Status.PENDING, Answer.SLOW_QUEUE, text, charged=False)
     if isinstance(error, TransientError):
         if attempt >= max_attempts:
             return AfterError(
-                Status.FAILED, False, f"gave up after {attempt} attempts (MAX_ATTEMPTS): {text}"
+                Status.FAILED,
+                Answer.DONE,
+                f"gave up after {attempt} attempts (MAX_ATTEMPTS): {text}",
+                charged=True,
             )
-        return AfterError(Status.PENDING, True, text)
-    return AfterError(Status.FAILED, False, text)
+        return AfterError(Status.PENDING, Answer.RETRY_ROW, text, charged=True)
+    return AfterError(Status.FAILED, Answer.DONE, text, charged=True)

@@ -64,10 +64,22 @@ class WorkerSettings(CommonSettings):
     dify_api_endpoint: str = Field(pattern=r"^https?://\S+$")
     dify_api_key: SecretStr | None = None
     dify_api_key_secret_id: str | None = None
-    dify_response_mode: Literal["blocking", "streaming"] = "blocking"
+    # Streaming by default: it frees Dify's concurrency slot when the connection closes, can be
+    # stopped, survives proxies that cut long requests (Dify Cloud: 100 s), and a lost stream's
+    # run can be looked up instead of run twice.
+    dify_response_mode: Literal["blocking", "streaming"] = "streaming"
     dify_user: str = Field(default="dify-batch-processor", min_length=1)
-    # Answers larger than this are refused unread: a Datastore entity holds about 1 MiB anyway.
-    dify_max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Kept answers (the final event, a blocking answer) larger than this are refused unread: a
+    # Datastore entity holds about 1 MiB, and parsing large JSON takes many times its size.
+    dify_max_response_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # The worker's own queue, which it pauses when Dify fails every row alike. Unset (a worker
+    # run by hand), nothing is paused.
+    tasks_location: str | None = None
+    tasks_queue: str | None = None
+    cloud_tasks_emulator_host: str | None = None
+    # functions-framework's request threads (gunicorn reads the same variable): the HTTP pool
+    # to Dify is sized from it.
+    threads: int = Field(default=8, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:
@@ -76,7 +88,18 @@ class WorkerSettings(CommonSettings):
                 "set DIFY_API_KEY (local runs) or DIFY_API_KEY_SECRET_ID (the Secret Manager "
                 "secret holding the Dify app key, when deployed)"
             )
+        if (self.tasks_location is None) != (self.tasks_queue is None):
+            raise ValueError(
+                "TASKS_LOCATION and TASKS_QUEUE go together: set both (the queue the worker "
+                "pauses when Dify fails every row alike) or neither"
+            )
         return self
+
+    @property
+    def queue_path(self) -> str | None:
+        if self.tasks_location is None or self.tasks_queue is None:
+            return None
+        return queue_path(self.google_cloud_project, self.tasks_location, self.tasks_queue)
 
 
 class LoaderSettings(CommonSettings):
@@ -112,10 +135,11 @@ class LoaderSettings(CommonSettings):
 
     @property
     def queue_path(self) -> str:
-        return (
-            f"projects/{self.google_cloud_project}/locations/{self.tasks_location}"
-            f"/queues/{self.tasks_queue}"
-        )
+        return queue_path(self.google_cloud_project, self.tasks_location, self.tasks_queue)
+
+
+def queue_path(project: str, location: str, queue: str) -> str:
+    return f"projects/{project}/locations/{location}/queues/{queue}"
 
 
 S = TypeVar("S", bound=CommonSettings)

@@ -1,46 +1,127 @@
 """WorkflowClient: runs a Dify workflow over HTTP, blocking or streaming (server-sent events).
 
-One client per function instance; httpx.Client is safe to share between threads.
-`timeout_s` bounds the whole call, including a stream that sends nothing but pings.
+One client per workflow per function instance; httpx.Client is safe to share between threads.
+Every call is bounded by a wall-clock deadline: the run, the lookups of a lost stream and the
+stop call all end by it (a watchdog shuts the socket down when it passes, so a server that
+trickles bytes cannot hold a worker past it).
+
+A streamed run whose connection breaks after `workflow_started` usually goes on in Dify: the
+client then looks the run up (`GET /v1/workflows/run/{id}`) until it ends or the deadline
+passes, rather than starting it again and paying for it twice.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import httpx
 from httpx_sse import EventSource
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import (
+    AppWideError,
+    BatchError,
+    CapacityError,
+    PermanentError,
+    TransientError,
+)
 from shared.logs import get_logger
 from shared.model import WorkflowRun
-from shared.outcomes import classify_http_error, classify_stream_error, parse_run
+from shared.outcomes import (
+    STILL_RUNNING,
+    classify_http_error,
+    classify_stream_error,
+    parse_run,
+    paused_for_human_input,
+)
+from shared.secrets import ApiKey
 
 log = get_logger("dify")
 
-# Dify pings every 10 s while a streamed workflow runs; a longer silence means trouble. This also
-# bounds how far past the overall deadline a silent stream can run (the deadline is checked
-# between chunks).
+# Dify pings every 10 s while a streamed workflow runs; a longer silence means the connection
+# is gone, and the run is then looked up instead.
 STREAM_READ_TIMEOUT_S = 30.0
+# How often a lost run is looked up: quickly at first, then every 10 s.
+LOOKUP_FIRST_WAIT_S = 1.0
+LOOKUP_MAX_WAIT_S = 10.0
+STOP_TIMEOUT_S = 5.0
 _ERROR_BODY_BYTES = 64 * 1024
+# Events whose size counts against the cap: the ones whose content is kept.
+_KEPT_EVENTS = frozenset({"workflow_finished", "error", "workflow_paused", "workflow_started"})
 
 
-class _GuardedResponse:
-    """What EventSource reads (headers, iter_text), with the size cap and deadline applied."""
+@dataclass
+class _Started:
+    """What `workflow_started` told us: enough to look the run up or stop it."""
 
-    def __init__(self, response: httpx.Response, chunks: Iterator[bytes]) -> None:
+    run_id: str | None = None
+    task_id: str | None = None
+
+
+class _Watchdog:
+    """Shuts the response's socket down when the deadline passes, which wakes a blocked read
+    at once (closing the socket from another thread would not)."""
+
+    def __init__(self, response: httpx.Response, seconds: float) -> None:
+        self.fired = False
+        stream = response.extensions.get("network_stream")
+        self._socket = stream.get_extra_info("socket") if stream is not None else None
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired = True
+        if isinstance(self._socket, socket.socket):
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+class _EventText:
+    """What EventSource reads (headers, iter_text), with a cap on each event's size: progress
+    events (text chunks, node events) may add up to any size, but no single event may pass
+    the cap, since the final one is what is kept."""
+
+    def __init__(
+        self, response: httpx.Response, limit: int, on_too_large: Callable[[], None]
+    ) -> None:
         self.headers = response.headers
-        self._chunks = chunks
+        self._response = response
+        self._limit = limit
+        self._on_too_large = on_too_large
 
     def iter_text(self) -> Iterator[str]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        for chunk in self._chunks:
+        since_boundary = 0
+        for chunk in self._response.iter_bytes():
+            boundary = max(chunk.rfind(b"\n\n"), chunk.rfind(b"\r\n\r\n"))
+            since_boundary = len(chunk) - boundary if boundary >= 0 else since_boundary + len(chunk)
+            if since_boundary > self._limit:
+                self._on_too_large()
+                raise _too_large(self._limit)
             yield decoder.decode(chunk)
         yield decoder.decode(b"", final=True)
+
+
+def _too_large(limit: int) -> PermanentError:
+    return PermanentError(
+        f"an answer from Dify passed {limit} bytes (DIFY_MAX_RESPONSE_BYTES) and was not read "
+        "further; make the workflow return less, or raise the limit",
+        code="response_too_large",
+    )
 
 
 class WorkflowClient:
@@ -49,12 +130,13 @@ class WorkflowClient:
         *,
         http: httpx.Client,
         endpoint: str,
-        api_key: str,
+        api_key: ApiKey,
         response_mode: Literal["blocking", "streaming"],
         user: str,
         timeout_s: float,
         max_response_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._http = http
         self._endpoint = endpoint
@@ -64,64 +146,62 @@ class WorkflowClient:
         self._timeout_s = timeout_s
         self._max_bytes = max_response_bytes
         self._clock = clock
+        self._sleep = sleep
+        marker = endpoint.rfind("/workflows/")
+        # The API's base URL (…/v1): the run lookup and stop endpoints hang off it.
+        self._base = endpoint[:marker] if marker >= 0 else endpoint.rsplit("/", 1)[0]
 
-    def run(self, inputs: dict[str, Any]) -> WorkflowRun:
-        """Run the workflow once. Raises TransientError (retry) or PermanentError (give up)."""
-        deadline = self._clock() + self._timeout_s
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    def run(self, inputs: dict[str, Any], *, deadline: float | None = None) -> WorkflowRun:
+        """Run the workflow once, by `deadline` (this client's clock; default now + timeout).
+
+        Raises a TransientError (or one of its kinds) to retry, or PermanentError to give up;
+        either carries the `workflow_run_id` when Dify started a run.
+        """
+        if deadline is None:
+            deadline = self._clock() + self._timeout_s
         body = {"inputs": inputs, "response_mode": self._mode, "user": self._user}
-        state: dict[str, str] = {}
+        started = _Started()
         try:
             if self._mode == "streaming":
-                return self._run_streaming(body, deadline, state)
+                return self._run_streaming(body, deadline, started)
             return self._run_blocking(body, deadline)
-        except httpx.TimeoutException:
-            self._stop_quietly(state.get("task_id"))
-            raise TransientError(
-                f"no answer from Dify within DIFY_API_TIMEOUT_MINUTES ({self._timeout_s:g} s)",
-                code="timeout",
-            ) from None
-        except TransientError as exc:
-            if exc.code == "timeout":
-                self._stop_quietly(state.get("task_id"))
+        except BatchError as exc:
+            if isinstance(exc, AppWideError) and exc.bad_key:
+                self._api_key.forget()  # it may have been rotated: read it again next time
+            exc.workflow_run_id = exc.workflow_run_id or started.run_id
             raise
-        except httpx.HTTPError as exc:
-            # Connection refused or reset, a cut-off stream, a protocol error: all worth a retry.
-            raise TransientError(
-                f"connection to Dify failed: {type(exc).__name__}: {exc}", code="connection_error"
-            ) from None
+
+    # -- plumbing -----------------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"}
+        return {
+            "Authorization": f"Bearer {self._api_key.get()}",
+            "Content-Type": "application/json",
+        }
 
     def _timeout(self, deadline: float, read_cap: float | None = None) -> httpx.Timeout:
         remaining = max(0.001, deadline - self._clock())
         read = min(remaining, read_cap) if read_cap else remaining
-        return httpx.Timeout(read, connect=min(10.0, remaining), write=min(30.0, remaining))
+        # Waiting for a free pooled connection is local: it gets its own budget (the pool is
+        # sized to the worker's concurrency, so this wait is short).
+        return httpx.Timeout(
+            read, connect=min(10.0, remaining), write=min(30.0, remaining), pool=30.0
+        )
 
-    def _chunks(self, response: httpx.Response, deadline: float, limit: int) -> Iterator[bytes]:
-        total = 0
-        for chunk in response.iter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise PermanentError(
-                    f"Dify's answer passed {limit} bytes (DIFY_MAX_RESPONSE_BYTES) and was not "
-                    "read further; make the workflow return less, or raise the limit",
-                    code="response_too_large",
-                )
-            if self._clock() > deadline:
-                raise TransientError(
-                    f"Dify's answer did not finish within DIFY_API_TIMEOUT_MINUTES "
-                    f"({self._timeout_s:g} s)",
-                    code="timeout",
-                )
-            yield chunk
+    def _timed_out(self, what: str) -> TransientError:
+        return TransientError(
+            f"{what} within DIFY_API_TIMEOUT_MINUTES ({self._timeout_s:g} s)", code="timeout"
+        )
 
-    def _error_from(self, response: httpx.Response, deadline: float) -> Exception:
-        limit = _ERROR_BODY_BYTES
+    def _error_from(self, response: httpx.Response) -> BatchError:
         raw = bytearray()
         for chunk in response.iter_bytes():
-            raw.extend(chunk[: limit - len(raw)])
-            if len(raw) >= limit or self._clock() > deadline:
+            raw.extend(chunk[: _ERROR_BODY_BYTES - len(raw)])
+            if len(raw) >= _ERROR_BODY_BYTES:
                 break
         return classify_http_error(
             response.status_code,
@@ -129,79 +209,210 @@ class WorkflowClient:
             response.headers.get("retry-after"),
         )
 
-    def _run_blocking(self, body: dict[str, Any], deadline: float) -> WorkflowRun:
-        with self._http.stream(
-            "POST",
-            self._endpoint,
-            json=body,
-            headers=self._headers(),
-            timeout=self._timeout(deadline),
-        ) as response:
-            if response.status_code != 200:
-                raise self._error_from(response, deadline)
-            return self._read_run(response, deadline)
-
-    def _read_run(self, response: httpx.Response, deadline: float) -> WorkflowRun:
-        """A whole JSON answer (blocking mode, or a proxy that answered a stream with one)."""
-        raw = b"".join(self._chunks(response, deadline, self._max_bytes))
+    def _read_json(self, response: httpx.Response) -> Any:
+        """A whole JSON answer, refused past the size cap."""
+        raw = bytearray()
+        for chunk in response.iter_bytes():
+            raw.extend(chunk)
+            if len(raw) > self._max_bytes:
+                raise _too_large(self._max_bytes)
         try:
-            payload = json.loads(raw)
-        except ValueError:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
             kind = response.headers.get("content-type") or "no content type"
             raise TransientError(
                 f"Dify's answer ({kind}, {len(raw)} bytes) is not JSON; it was malformed or "
                 "cut off",
                 code="malformed",
             ) from None
-        return parse_run(payload)
+
+    # -- blocking -----------------------------------------------------------------------------
+
+    def _run_blocking(self, body: dict[str, Any], deadline: float) -> WorkflowRun:
+        try:
+            with (
+                self._http.stream(
+                    "POST",
+                    self._endpoint,
+                    json=body,
+                    headers=self._headers(),
+                    timeout=self._timeout(deadline),
+                ) as response,
+                _Watchdog(response, deadline - self._clock()) as watchdog,
+            ):
+                try:
+                    if response.status_code != 200:
+                        raise self._error_from(response)
+                    return parse_run(self._read_json(response))
+                except (httpx.HTTPError, TransientError):
+                    if watchdog.fired:
+                        raise self._timed_out("Dify's answer did not finish") from None
+                    raise
+        except httpx.PoolTimeout:
+            raise _pool_busy() from None
+        except httpx.TimeoutException:
+            raise self._timed_out("no answer from Dify") from None
+        except httpx.HTTPError as exc:
+            raise _connection_error(exc) from None
+
+    # -- streaming ----------------------------------------------------------------------------
 
     def _run_streaming(
-        self, body: dict[str, Any], deadline: float, state: dict[str, str]
+        self, body: dict[str, Any], deadline: float, started: _Started
     ) -> WorkflowRun:
         headers = {**self._headers(), "Accept": "text/event-stream"}
-        with self._http.stream(
-            "POST",
-            self._endpoint,
-            json=body,
-            headers=headers,
-            timeout=self._timeout(deadline, STREAM_READ_TIMEOUT_S),
-        ) as response:
-            if response.status_code != 200:
-                raise self._error_from(response, deadline)
-            if "text/event-stream" not in response.headers.get("content-type", ""):
-                # Some proxies and Dify versions answer a streaming call with one JSON document.
-                return self._read_run(response, deadline)
-            guarded = _GuardedResponse(response, self._chunks(response, deadline, self._max_bytes))
-            for sse in EventSource(cast(httpx.Response, guarded)).iter_sse():
-                if sse.event == "ping" or not sse.data.strip():
-                    continue
-                try:
-                    event = json.loads(sse.data)
-                except ValueError:
-                    raise TransientError(
-                        "an event in Dify's stream is not JSON", code="malformed"
-                    ) from None
-                if not isinstance(event, dict):
-                    continue
-                kind = event.get("event")
-                if kind == "workflow_started" and event.get("task_id"):
-                    state["task_id"] = str(event["task_id"])
-                elif kind == "workflow_finished":
-                    return parse_run(event)
-                elif kind == "error":
-                    raise classify_stream_error(event)
-                # Every other event (node_*, text_chunk, tts_*, iteration_*, ...) is progress.
-        raise TransientError(
-            "Dify's stream ended before its workflow_finished event (cut off)", code="cut_off"
-        )
-
-    def _stop_quietly(self, task_id: str | None) -> None:
-        """Ask Dify to stop a streamed run we gave up on, so it stops spending tokens."""
-        marker = self._endpoint.rfind("/workflows/")
-        if not task_id or marker < 0:
-            return
-        url = f"{self._endpoint[:marker]}/workflows/tasks/{task_id}/stop"
         try:
-            self._http.post(url, json={"user": self._user}, headers=self._headers(), timeout=5.0)
+            with (
+                self._http.stream(
+                    "POST",
+                    self._endpoint,
+                    json=body,
+                    headers=headers,
+                    timeout=self._timeout(deadline, STREAM_READ_TIMEOUT_S),
+                ) as response,
+                _Watchdog(response, deadline - self._clock()) as watchdog,
+            ):
+                try:
+                    if response.status_code != 200:
+                        raise self._error_from(response)
+                    return self._read_stream(response, started)
+                except (httpx.HTTPError, TransientError, _StreamLost):
+                    if watchdog.fired:
+                        self._stop(started)
+                        raise self._timed_out("the workflow did not finish") from None
+                    raise
+        except httpx.PoolTimeout:
+            raise _pool_busy() from None
+        except httpx.TimeoutException as exc:
+            if started.run_id is None or self._clock() >= deadline:
+                self._stop(started)
+                raise self._timed_out("no answer from Dify") from None
+            return self._look_up(started, deadline, f"the stream went silent ({exc!r})")
+        except _StreamLost as lost:
+            return self._look_up(started, deadline, lost.reason)
         except httpx.HTTPError as exc:
-            log.warning("could not stop the Dify task %s: %s", task_id, type(exc).__name__)
+            if started.run_id is not None:
+                return self._look_up(started, deadline, f"the stream broke ({type(exc).__name__})")
+            raise _connection_error(exc) from None
+
+    def _read_stream(self, response: httpx.Response, started: _Started) -> WorkflowRun:
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            # Some proxies and Dify versions answer a streaming call with one JSON document.
+            return parse_run(self._read_json(response))
+        text = _EventText(response, self._max_bytes, lambda: self._stop(started))
+        for sse in EventSource(cast(httpx.Response, text)).iter_sse():
+            if sse.event == "ping" or not sse.data.strip():
+                continue
+            event = _event(sse.data)
+            kind = event.get("event") if isinstance(event, dict) else None
+            if kind not in _KEPT_EVENTS:
+                continue  # node_*, text_chunk, tts_*, iteration_*, unknown future events
+            assert isinstance(event, dict)
+            if kind == "workflow_started":
+                started.run_id = _short(event.get("workflow_run_id")) or started.run_id
+                started.task_id = _short(event.get("task_id")) or started.task_id
+            elif kind == "workflow_finished":
+                return parse_run(event)
+            elif kind == "workflow_paused":
+                raise paused_for_human_input()
+            elif kind == "error":
+                raise classify_stream_error(event)
+        if started.run_id is None:
+            raise TransientError(
+                "Dify's stream ended before its workflow started (cut off)", code="cut_off"
+            )
+        raise _StreamLost("the stream ended before workflow_finished")
+
+    # -- a lost stream: look the run up, do not start it again ---------------------------------
+
+    def _look_up(self, started: _Started, deadline: float, reason: str) -> WorkflowRun:
+        run_id = started.run_id
+        log.warning("Dify run %s: %s; looking it up", run_id, reason, extra={"event": "lookup"})
+        wait = LOOKUP_FIRST_WAIT_S
+        while True:
+            payload = self._get_run(str(run_id), deadline)
+            status = payload.get("status") if isinstance(payload, dict) else None
+            if payload is not None and status not in STILL_RUNNING:
+                return parse_run({"workflow_run_id": run_id, "data": payload})
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                self._stop(started)
+                raise TransientError(
+                    f"{reason}, and run {run_id} did not finish within DIFY_API_TIMEOUT_MINUTES "
+                    f"({self._timeout_s:g} s); it was stopped",
+                    code="timeout",
+                )
+            self._sleep(min(wait, remaining))
+            wait = min(wait * 1.5, LOOKUP_MAX_WAIT_S)
+
+    def _get_run(self, run_id: str, deadline: float) -> Any:
+        """The run's detail, or None when it could not be read this time."""
+        try:
+            with self._http.stream(
+                "GET",
+                f"{self._base}/workflows/run/{run_id}",
+                headers=self._headers(),
+                timeout=self._timeout(deadline, LOOKUP_MAX_WAIT_S),
+            ) as response:
+                if response.status_code == 404:
+                    raise TransientError(
+                        f"the stream broke and Dify does not know run {run_id}; retrying the row",
+                        code="cut_off",
+                    )
+                if response.status_code != 200:
+                    error = self._error_from(response)
+                    if isinstance(error, AppWideError):
+                        raise error
+                    return None
+                return self._read_json(response)
+        except TransientError as exc:
+            if exc.code == "malformed":
+                return None
+            raise
+        except httpx.HTTPError:
+            return None
+
+    def _stop(self, started: _Started) -> None:
+        """Ask Dify to stop a streamed run we gave up on, so it stops spending tokens and frees
+        its slot. The stop API needs the same `user` that started the run."""
+        if not started.task_id:
+            return
+        url = f"{self._base}/workflows/tasks/{started.task_id}/stop"
+        try:
+            self._http.post(
+                url, json={"user": self._user}, headers=self._headers(), timeout=STOP_TIMEOUT_S
+            )
+        except httpx.HTTPError as exc:
+            log.warning("could not stop the Dify task %s: %s", started.task_id, type(exc).__name__)
+
+
+class _StreamLost(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _event(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise TransientError("an event in Dify's stream is not JSON", code="malformed") from None
+
+
+def _short(value: Any) -> str | None:
+    return str(value)[:200] if value else None
+
+
+def _pool_busy() -> CapacityError:
+    # Waiting for one of this instance's own connections is not the row's fault: uncharged.
+    return CapacityError(
+        "every HTTP connection of this worker instance to Dify was busy", code="connections_busy"
+    )
+
+
+def _connection_error(exc: httpx.HTTPError) -> TransientError:
+    # Connection refused or reset, a protocol error: worth a retry. Only the type is named: an
+    # httpx message can quote the request, headers included.
+    return TransientError(
+        f"connection to Dify failed: {type(exc).__name__}", code="connection_error"
+    )

@@ -1,7 +1,14 @@
 """One exception hierarchy: every failure is either worth retrying (transient) or not (permanent).
 
-The worker maps TransientError to a retry answer (503/429) and PermanentError to a
-recorded FAILED row; nothing else in the code decides retry versus fail.
+Transient failures come in three kinds, which the worker answers differently:
+- TransientError: this row's own glitch (a 500, a timeout, a cut-off answer). The attempt is
+  charged against MAX_ATTEMPTS; the worker answers 500, so only this task backs off.
+- CapacityError: Dify refused before the run started (its concurrency limit, an overloaded
+  proxy). Not charged; the worker answers 429/503, so Cloud Tasks slows the whole queue.
+- AppWideError: every row would fail the same way (a wrong key, a disabled app, a used-up
+  quota). Not charged; the worker pauses the queue until an operator fixes the cause.
+PermanentError is recorded as FAILED. `outcomes.py` is the one place that maps Dify's answers
+onto these classes.
 """
 
 from __future__ import annotations
@@ -10,10 +17,15 @@ from __future__ import annotations
 class BatchError(Exception):
     """Base class of every error this project raises on purpose."""
 
-    def __init__(self, message: str, *, code: str = "error") -> None:
+    def __init__(
+        self, message: str, *, code: str = "error", workflow_run_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        # The Dify run this error came from, when one was started: stored on the row so it can
+        # be found in Dify's logs.
+        self.workflow_run_id = workflow_run_id
 
     def describe(self) -> str:
         """Short text for logs and the stored `error` property: code and message."""
@@ -21,17 +33,39 @@ class BatchError(Exception):
 
 
 class TransientError(BatchError):
-    """Worth retrying later: rate limits, 5xx, timeouts, cut-off answers, contention."""
+    """Worth retrying later: 5xx, timeouts, cut-off answers, contention."""
 
     def __init__(
-        self, message: str, *, code: str = "transient", retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        code: str = "transient",
+        retry_after: float | None = None,
+        workflow_run_id: str | None = None,
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, workflow_run_id=workflow_run_id)
         self.retry_after = retry_after
 
 
+class CapacityError(TransientError):
+    """Dify (or a proxy in front of it) is full and started no run: retry later, uncharged."""
+
+
+class AppWideError(TransientError):
+    """A failure every row would meet (key, app, quota): pause the batch, charge nothing.
+
+    `remedy` says what the operator must fix before resuming; `bad_key` asks the client to
+    read its key again before the next call (a rotated secret then needs no redeploy).
+    """
+
+    def __init__(self, message: str, *, code: str, remedy: str, bad_key: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.remedy = remedy
+        self.bad_key = bad_key
+
+
 class PermanentError(BatchError):
-    """Retrying cannot help: bad input, bad key, a workflow that failed, an oversized answer."""
+    """Retrying cannot help: bad input, a workflow that failed, an oversized answer."""
 
 
 class ConfigError(PermanentError):

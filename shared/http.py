@@ -53,14 +53,19 @@ def parse_task(request: flask.Request) -> str | Answer:
 
 
 def worker_answer(outcome: WorkerOutcome) -> Answer:
-    """Map an outcome to what Cloud Tasks should do: 2xx deletes the task, 429/503 retries."""
+    """Map an outcome to what Cloud Tasks should do: 2xx deletes the task; 500 retries this
+    task alone; 429/503 also slow the whole queue down (Dify is full, or the queue paused)."""
     body = {
         "id": outcome.row_id,
         "outcome": outcome.result.value,
         "attempt": outcome.attempt,
         "detail": outcome.detail,
     }
-    if outcome.result is not TaskResult.RETRY:
+    if outcome.result is TaskResult.RETRY:
+        return json_answer(body, 500)
+    if outcome.result is TaskResult.PAUSED:
+        return json_answer(body, 503)
+    if outcome.result is not TaskResult.DIFY_BUSY:
         return json_answer(body, 200)
     if outcome.retry_after is not None:
         return json_answer(body, 429, {"Retry-After": str(max(1, math.ceil(outcome.retry_after)))})
@@ -69,7 +74,7 @@ def worker_answer(outcome: WorkerOutcome) -> Answer:
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-OPTION_NAMES = ("dry_run", "retry_failed", "reprocess_changed")
+OPTION_NAMES = ("dry_run", "retry_failed", "reprocess_changed", "resume")
 
 
 def parse_load_options(request: flask.Request) -> LoadOptions | Answer:

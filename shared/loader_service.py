@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.logs import get_logger
 from shared.model import Status
@@ -15,6 +15,9 @@ from shared.planning import Enqueue, LoadOptions, count_reasons, plan
 from shared.rows import RowFilter, parse_rows
 from shared.store import StatusStore, utcnow
 from shared.tasks import TaskQueue
+
+if TYPE_CHECKING:
+    from shared.queue_control import QueueControl
 
 log = get_logger("loader")
 MAX_LISTED = 100  # ids listed per category in the answer; the counts are always complete
@@ -42,6 +45,7 @@ class LoadReport:
     tasks_existing: int = 0
     error_count: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
+    queue: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +62,7 @@ class LoaderService:
         id_column: str,
         row_filter: RowFilter | None,
         namespace: str | None,
+        queue_control: QueueControl,
         clock: Callable[[], datetime] = utcnow,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -67,11 +72,13 @@ class LoaderService:
         self._id_column = id_column
         self._row_filter = row_filter
         self._namespace = namespace
+        self._queue_control = queue_control
         self._clock = clock
         self._timer = timer
 
     def load(self, options: LoadOptions) -> LoadReport:
         started = self._timer()
+        queue_state = self._queue_state(options)
         header, body = self._sheet.read()
         rows_read = 0
 
@@ -124,7 +131,15 @@ class LoaderService:
             report.tasks_existing = len(enqueued.existing)
             report.error_count = len(enqueued.errors)
             report.errors = [{"id": i, "error": e} for i, e in enqueued.errors.items()][:MAX_LISTED]
+        report.queue = queue_state
         report.elapsed_s = round(self._timer() - started, 3)
+        if queue_state.get("state") == "PAUSED":
+            log.error(
+                "the queue %s is paused: %s. Fix the cause, then run the loader with resume=true",
+                queue_state["queue"],
+                queue_state.get("paused_reason"),
+                extra={"event": "queue_paused", **queue_state},
+            )
         log.log(
             logging.ERROR if report.errors else logging.INFO,
             "loader run: %d rows read, %d new, %d tasks created",
@@ -141,3 +156,15 @@ class LoaderService:
             },
         )
         return report
+
+    def _queue_state(self, options: LoadOptions) -> dict[str, Any]:
+        """The queue's state for the summary; resumed first when asked (never in a dry run,
+        which changes nothing). The loader never resumes a queue by itself."""
+        before = self._queue_control.state()
+        if not options.resume or not before.paused:
+            return before.to_dict()
+        if options.dry_run:
+            return {**before.to_dict(), "would_resume": True}
+        self._queue_control.resume()
+        log.info("resumed %s (was paused: %s)", before.queue, before.reason)
+        return {**self._queue_control.state().to_dict(), "resumed": True, "was": before.reason}

@@ -23,6 +23,7 @@ class LoadOptions:
     dry_run: bool = False
     retry_failed: bool = False
     reprocess_changed: bool = False
+    resume: bool = False  # resume a paused queue first (after the operator fixed the cause)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 from google.cloud import secretmanager
 
 from shared.errors import ConfigError
@@ -28,3 +31,27 @@ class SecretReader:
                 "account has roles/secretmanager.secretAccessor on it."
             ) from None
         return response.payload.data.decode("utf-8").strip()
+
+
+class ApiKey:
+    """A key read on first use, and read again after forget(): Dify answering 401 means the
+    secret may have been rotated, and the next call should use the new value."""
+
+    def __init__(self, *, read: Callable[[], str]) -> None:
+        self._read = read
+        self._lock = threading.Lock()
+        self._value: str | None = None
+
+    def get(self) -> str:
+        with self._lock:
+            if self._value is None:
+                self._value = self._read()
+            return self._value
+
+    def forget(self) -> None:
+        with self._lock:
+            self._value = None
+
+    def known(self) -> str | None:
+        """The value if it was read already (for scrubbing texts), without reading it."""
+        return self._value

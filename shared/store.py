@@ -131,6 +131,10 @@ class StatusStore:
             timeout=retry_timeout_s,
         )
 
+    @property
+    def client(self) -> datastore.Client:
+        return self._client
+
     def _key(self, row_id: str) -> datastore.Key:
         key: datastore.Key = self._client.key(KIND, row_id)
         return key

@@ -24,7 +24,7 @@ from shared import logs
 from shared.config import CommonSettings, LoaderSettings, WorkerSettings, load
 from shared.dify import WorkflowClient
 from shared.errors import ConfigError
-from shared.secrets import SecretReader
+from shared.secrets import ApiKey, SecretReader
 from shared.store import StatusStore
 from shared.worker_service import WorkerService
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from google.cloud import tasks_v2
 
     from shared.loader_service import LoaderService
+    from shared.queue_control import QueueControl
 
 SHEETS_SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
 
@@ -74,17 +75,30 @@ def secret_reader(settings: CommonSettings) -> SecretReader:
     return SecretReader(client=client, project=settings.google_cloud_project)
 
 
+def dify_api_key(settings: WorkerSettings) -> ApiKey:
+    """The plain key locally; else the secret, read on first use and again after a 401."""
+    if settings.dify_api_key is not None:
+        plain = settings.dify_api_key.get_secret_value()
+        return ApiKey(read=lambda: plain)
+    reader = secret_reader(settings)
+    secret_id = str(settings.dify_api_key_secret_id)
+    return ApiKey(read=lambda: reader.read(secret_id, setting="DIFY_API_KEY_SECRET_ID"))
+
+
+def http_client(concurrency: int) -> httpx.Client:
+    """One pool for every Dify call of the instance, with a connection for each request the
+    instance serves at once (plus the stop and lookup calls), so no run waits for one."""
+    size = max(10, 2 * concurrency)
+    return httpx.Client(limits=httpx.Limits(max_connections=size, max_keepalive_connections=size))
+
+
 def _build_worker() -> WorkerService:
     settings = load(WorkerSettings)
     logs.configure(settings.log_level)
-    if settings.dify_api_key is not None:
-        api_key = settings.dify_api_key.get_secret_value()
-    else:
-        api_key = secret_reader(settings).read(
-            str(settings.dify_api_key_secret_id), setting="DIFY_API_KEY_SECRET_ID"
-        )
+    api_key = dify_api_key(settings)
+    api_key.get()  # a missing secret or denied access shows at the first request, not later
     workflow = WorkflowClient(
-        http=httpx.Client(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)),
+        http=http_client(settings.threads),
         endpoint=settings.dify_api_endpoint,
         api_key=api_key,
         response_mode=settings.dify_response_mode,
@@ -92,11 +106,23 @@ def _build_worker() -> WorkerService:
         timeout_s=settings.dify_timeout_seconds,
         max_response_bytes=settings.dify_max_response_bytes,
     )
+    store = status_store(settings)
+    path = settings.queue_path
+
+    def queue() -> QueueControl | None:
+        if path is None:
+            return None
+        return _once(
+            "worker_queue",
+            lambda: queue_control(settings, settings.cloud_tasks_emulator_host, path, store),
+        )
+
     return WorkerService(
-        store=status_store(settings),
+        store=store,
         workflow=workflow,
         max_attempts=settings.max_attempts,
         lease_seconds=settings.lease_seconds,
+        queue=queue,
     )
 
 
@@ -166,17 +192,27 @@ def sheets_service(settings: LoaderSettings) -> Any:
     )
 
 
-def tasks_client(settings: LoaderSettings) -> tasks_v2.CloudTasksClient:
+def tasks_client(emulator_host: str | None) -> tasks_v2.CloudTasksClient:
     from google.cloud import tasks_v2
     from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
-    if settings.cloud_tasks_emulator_host:
+    if emulator_host:
         transport = CloudTasksGrpcTransport(
-            channel=grpc.insecure_channel(settings.cloud_tasks_emulator_host),
+            channel=grpc.insecure_channel(emulator_host),
             credentials=AnonymousCredentials(),
         )
         return tasks_v2.CloudTasksClient(transport=transport)
     return tasks_v2.CloudTasksClient()
+
+
+def queue_control(
+    settings: CommonSettings, emulator_host: str | None, path: str, store: StatusStore
+) -> QueueControl:
+    from shared.queue_control import QueueControl as Control
+
+    return Control(
+        client=tasks_client(emulator_host), datastore_client=store.client, queue_path=path
+    )
 
 
 def _build_loader() -> LoaderService:
@@ -190,6 +226,7 @@ def _build_loader() -> LoaderService:
     row_filter = None
     if settings.row_filter_column and settings.row_filter_value is not None:
         row_filter = RowFilter(settings.row_filter_column, settings.row_filter_value)
+    store = status_store(settings)
     return LoaderService(
         sheet=SheetReader(
             service=sheets_service(settings),
@@ -197,9 +234,9 @@ def _build_loader() -> LoaderService:
             sheet_name=settings.sheet_name,
             chunk_rows=settings.sheet_chunk_rows,
         ),
-        store=status_store(settings),
+        store=store,
         queue=TaskQueue(
-            client=tasks_client(settings),
+            client=tasks_client(settings.cloud_tasks_emulator_host),
             queue_path=settings.queue_path,
             worker_url=settings.worker_url,
             service_account_email=settings.tasks_service_account_email,
@@ -210,6 +247,9 @@ def _build_loader() -> LoaderService:
         id_column=settings.unique_id_column,
         row_filter=row_filter,
         namespace=settings.datastore_namespace,
+        queue_control=queue_control(
+            settings, settings.cloud_tasks_emulator_host, settings.queue_path, store
+        ),
     )
 
 

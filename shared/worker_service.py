@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from shared.claims import ClaimVerdict, decide_after_error
-from shared.errors import BatchError, PermanentError, TransientError
+from shared.claims import Answer, ClaimVerdict, decide_after_error
+from shared.errors import AppWideError, BatchError, PermanentError, TransientError
 from shared.logs import get_logger
 from shared.model import Status, WorkflowRun
 from shared.store import StatusStore, result_budget_bytes
@@ -21,13 +21,21 @@ log = get_logger("worker")
 
 
 class Workflow(Protocol):
-    def run(self, inputs: dict[str, Any]) -> WorkflowRun: ...
+    def run(self, inputs: dict[str, Any], *, deadline: float | None = None) -> WorkflowRun: ...
+
+
+class QueuePauser(Protocol):
+    def pause(self, *, code: str, reason: str, row_id: str) -> None: ...
+
+    def resume_hint(self) -> str: ...
 
 
 class TaskResult(StrEnum):
     SUCCEEDED = "succeeded"  # row SUCCESS
     FAILED = "failed"  # row FAILED, no retry
-    RETRY = "retry"  # row back to PENDING, Cloud Tasks should deliver again
+    RETRY = "retry"  # row back to PENDING after its own glitch (charged): retry this task
+    DIFY_BUSY = "dify_busy"  # Dify at capacity, no run started (uncharged): slow the queue
+    PAUSED = "paused"  # every row would fail alike (uncharged): the queue is paused
     DUPLICATE = "duplicate"  # row finished or running elsewhere; nothing done
     MISSING = "missing"  # no entity for that id; nothing done
     CLAIM_LOST = "claim_lost"  # our lease expired and another delivery took the row
@@ -50,12 +58,16 @@ class WorkerService:
         workflow: Workflow,
         max_attempts: int,
         lease_seconds: float,
+        queue: Callable[[], QueuePauser | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._workflow = workflow
         self._max_attempts = max_attempts
         self._lease_seconds = lease_seconds
+        # Built on first use: most instances never pause anything, and the Cloud Tasks client
+        # is slow to import.
+        self._queue = queue
         self._clock = clock
 
     def process_row(self, row_id: str) -> WorkerOutcome:
@@ -125,20 +137,50 @@ class WorkerService:
     ) -> WorkerOutcome:
         after = decide_after_error(error, attempt=attempt, max_attempts=self._max_attempts)
         changes: dict[str, Any] = {"status": after.status.value, "error": after.error}
+        if error.workflow_run_id:
+            changes["workflow_run_id"] = error.workflow_run_id
+        if not after.charged:
+            changes["attempts"] = attempt - 1  # Dify started no run for this row
         if after.status is Status.FAILED:
             changes["finished_at"] = datetime.now(UTC)
         if not self._store.finish(row_id, claim_id=claim_id, changes=changes):
             return WorkerOutcome(TaskResult.CLAIM_LOST, row_id, attempt, after.error)
-        if after.retry:
-            retry_after = error.retry_after if isinstance(error, TransientError) else None
+        retry_after = error.retry_after if isinstance(error, TransientError) else None
+        if after.answer is Answer.PAUSE_QUEUE:
+            assert isinstance(error, AppWideError)
+            return self._pause(row_id, attempt, error)
+        if after.answer is Answer.SLOW_QUEUE:
+            return WorkerOutcome(TaskResult.DIFY_BUSY, row_id, attempt, after.error, retry_after)
+        if after.answer is Answer.RETRY_ROW:
             return WorkerOutcome(TaskResult.RETRY, row_id, attempt, after.error, retry_after)
         return WorkerOutcome(TaskResult.FAILED, row_id, attempt, after.error)
+
+    def _pause(self, row_id: str, attempt: int, error: AppWideError) -> WorkerOutcome:
+        """Every row would fail like this one: stop the queue rather than fail them all."""
+        queue = self._queue()
+        if queue is None:
+            done = "no queue is configured (TASKS_QUEUE), so nothing was paused"
+        else:
+            try:
+                queue.pause(code=error.code, reason=error.describe(), row_id=row_id)
+                done = f"the queue is paused; {queue.resume_hint()}"
+            except TransientError as exc:
+                done = f"pausing the queue failed ({exc.describe()})"
+        log.error(
+            "Dify fails every row alike: %s. To do: %s. Rows are not charged for it; %s",
+            error.describe(),
+            error.remedy,
+            done,
+            extra={"event": "batch_paused", "row_id": row_id, "code": error.code},
+        )
+        return WorkerOutcome(TaskResult.PAUSED, row_id, attempt - 1, error.describe())
 
 
 _LOG_LEVELS = {
     TaskResult.MISSING: logging.ERROR,
     TaskResult.FAILED: logging.WARNING,
     TaskResult.RETRY: logging.WARNING,
+    TaskResult.DIFY_BUSY: logging.WARNING,
     TaskResult.CLAIM_LOST: logging.WARNING,
 }
 

@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from local import dify_standin as dify
+from local.cloud_tasks_standin import CloudTasksStandIn
 from local.emulator import free_port
 from local.secret_manager_standin import SecretManagerStandIn
 from shared.model import KIND, NewRow
+from shared.queue_control import PAUSE_KIND
 from shared.store import StatusStore
 from tests.conftest import PROJECT
 from tests.support.servers import serve_function
@@ -114,22 +117,11 @@ def test_korean_and_emoji_round_trip_unchanged(worker_url, store, ds_client, dif
 # -- permanent failures: FAILED, 200, never retried -------------------------------------------
 
 PERMANENT = [
-    *[
-        dify.http_error(400, code, f"{code} happened")
-        for code in (
-            "invalid_param",
-            "app_unavailable",
-            "provider_not_initialize",
-            "provider_quota_exceeded",
-            "model_currently_not_support",
-            "completion_request_error",
-        )
-    ],
-    dify.http_error(401, "unauthorized", "Access token is invalid"),
-    dify.http_error(403, "forbidden", "app is disabled"),
-    dify.http_error(404, "not_found", "workflow not found"),
+    dify.http_error(400, "invalid_param", "question is required in input form"),
+    dify.http_error(400, "completion_request_error", "node 3 raised ValueError"),
     dify.finish(status="failed", error="LLM node exploded"),
     dify.finish(status="stopped", error="stopped by user"),
+    dify.human_input(),
 ]
 
 
@@ -157,10 +149,10 @@ def test_permanent_failures_are_recorded_and_not_retried(
 
 def test_a_failed_error_keeps_difys_code_and_message(worker_url, store, ds_client, dify_server):
     add_row(store)
-    dify_server.script(dify.http_error(400, "provider_quota_exceeded", "Your quota is used up"))
+    dify_server.script(dify.http_error(400, "invalid_param", "grade must be one of 1, 2"))
     deliver(worker_url)
     assert entity(ds_client)["error"] == (
-        "provider_quota_exceeded: Dify answered HTTP 400: Your quota is used up"
+        "invalid_param: Dify answered HTTP 400: grade must be one of 1, 2"
     )
 
 
@@ -176,28 +168,27 @@ def test_a_stream_error_event_is_classified_like_its_status(
     )
     with serve_function("worker/main.py", "process_row") as url:
         assert deliver(url, {"id": "a"}).status_code == 200
-        assert deliver(url, {"id": "b"}).status_code == 503
+        assert deliver(url, {"id": "b"}).status_code == 500
     assert entity(ds_client, "a")["status"] == "FAILED"
     assert entity(ds_client, "b")["status"] == "PENDING"
 
 
-# -- transient failures: back to PENDING, 503/429, retried ------------------------------------
+# -- the row's own transient failures: charged, back to PENDING, 500 (this task alone) -------
 
-TRANSIENT = [
-    dify.http_error(429, "too_many_requests", "Too many requests"),
-    dify.http_error(429, "", "", html=True),
+ROW_TRANSIENT = [
     dify.http_error(500, "internal_server_error", "boom"),
-    dify.http_error(502, "", "bad gateway", html=True),
-    dify.http_error(503, "", "unavailable"),
     dify.not_json(),
     dify.cut_off(),
     dify.hang(6),
+    dify.upstream_error("rate_limit"),
+    dify.upstream_error("connection"),
+    dify.upstream_error("unavailable", via="run"),
 ]
 
 
 @pytest.mark.parametrize("mode", ["blocking", "streaming"])
-@pytest.mark.parametrize("reply", TRANSIENT, ids=lambda r: r.name)
-def test_transient_failures_go_back_to_pending_and_ask_for_a_retry(
+@pytest.mark.parametrize("reply", ROW_TRANSIENT, ids=lambda r: r.name)
+def test_a_rows_own_transient_failure_is_charged_and_answered_500(
     monkeypatch, worker_env, store, ds_client, dify_server, reply, mode
 ):
     monkeypatch.setenv("DIFY_RESPONSE_MODE", mode)
@@ -205,7 +196,7 @@ def test_transient_failures_go_back_to_pending_and_ask_for_a_retry(
     dify_server.script(reply)
     with serve_function("worker/main.py", "process_row") as url:
         response = deliver(url)
-        assert response.status_code == 503
+        assert response.status_code == 500
         assert response.json()["outcome"] == "retry"
         row = entity(ds_client)
         assert row["status"] == "PENDING"
@@ -220,9 +211,63 @@ def test_transient_failures_go_back_to_pending_and_ask_for_a_retry(
     assert len(dify_server.run_calls()) == 2
 
 
+# -- Dify at capacity: no run started, not charged, 429/503 so the whole queue slows --------
+
+CAPACITY = [
+    dify.concurrency_limit(400),
+    dify.concurrency_limit(429),
+    dify.http_error(429, "", "", html=True),
+    dify.http_error(502, "", "bad gateway", html=True),
+    dify.http_error(503, "", "unavailable"),
+    dify.http_error(524, "", "a timeout occurred", html=True),
+]
+
+
+@pytest.mark.parametrize("mode", ["blocking", "streaming"])
+@pytest.mark.parametrize("reply", CAPACITY, ids=lambda r: r.name)
+def test_dify_at_capacity_charges_no_attempt_and_slows_the_queue(
+    monkeypatch, worker_env, store, ds_client, dify_server, reply, mode
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", mode)
+    add_row(store)
+    dify_server.script(reply, reply)
+    with serve_function("worker/main.py", "process_row") as url:
+        for _ in range(2):
+            response = deliver(url)
+            assert (response.status_code, response.json()["outcome"]) == (503, "dify_busy")
+            row = entity(ds_client)
+            assert (row["status"], row["attempts"]) == ("PENDING", 0)
+            assert row["error"]
+        assert deliver(url).status_code == 200
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("SUCCESS", 1)
+
+
+def test_the_concurrency_refusal_of_a_real_limit_is_not_charged(
+    worker_url, store, ds_client, dify_server
+):
+    """The stand-in enforces max_active_requests like Dify: the third of three rows at once
+    with a limit of 2 is refused with the 400 form, and keeps its attempt."""
+    dify_server.max_active_requests = 2
+    dify_server.latency = 1.0
+    for row_id in ("a", "b", "c"):
+        add_row(store, row_id)
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda i: deliver(worker_url, {"id": i}), ["a", "b", "c"]))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200, 200, 503]
+    assert dify_server.refused == 1
+    refused = next(a.json()["id"] for a in answers if a.status_code == 503)
+    row = entity(ds_client, refused)
+    assert (row["status"], row["attempts"]) == ("PENDING", 0)
+    assert "maximum concurrent requests" in row["error"]
+
+
 def test_429_with_retry_after_is_passed_on(worker_url, store, ds_client, dify_server):
     add_row(store)
-    dify_server.script(dify.http_error(429, "rate_limit_error", "slow down", retry_after="37"))
+    dify_server.script(
+        dify.http_error(429, "too_many_requests", "Too many requests", retry_after="37")
+    )
     response = deliver(worker_url)
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "37"
@@ -233,7 +278,7 @@ def test_a_connection_error_is_retried(monkeypatch, worker_env, store, ds_client
     monkeypatch.setenv("DIFY_API_ENDPOINT", f"http://127.0.0.1:{free_port()}/v1/workflows/run")
     add_row(store)
     with serve_function("worker/main.py", "process_row") as url:
-        assert deliver(url).status_code == 503
+        assert deliver(url).status_code == 500
     row = entity(ds_client)
     assert row["status"] == "PENDING"
     assert row["error"].startswith("connection_error:")
@@ -246,9 +291,14 @@ def test_a_stream_of_pings_is_cut_at_the_timeout_and_the_dify_task_stopped(
     add_row(store)
     dify_server.script(dify.hang(30))
     with serve_function("worker/main.py", "process_row") as url:
-        assert deliver(url).status_code == 503
-    assert entity(ds_client)["error"].startswith("timeout:")
-    assert [c.path for c in dify_server.stop_calls()] == ["/v1/workflows/tasks/t-hang/stop"]
+        assert deliver(url).status_code == 500
+    row = entity(ds_client)
+    assert row["error"].startswith("timeout:")
+    assert row["workflow_run_id"] == "r-hang"
+    stops = dify_server.stop_calls()
+    assert [c.path for c in stops] == ["/v1/workflows/tasks/t-hang/stop"]
+    assert stops[0].body == {"user": "dify-batch-processor"}  # Dify refuses a stop without it
+    assert dify_server.run_detail("r-hang")["status"] == "stopped"
 
 
 def test_a_transient_failure_at_the_last_attempt_fails_the_row(
@@ -258,10 +308,10 @@ def test_a_transient_failure_at_the_last_attempt_fails_the_row(
     add_row(store)
     dify_server.script(
         dify.http_error(500, "internal_server_error", "boom"),
-        dify.http_error(502, "bad_gateway", "still down"),
+        dify.http_error(500, "bad_gateway", "still down"),
     )
     with serve_function("worker/main.py", "process_row") as url:
-        assert deliver(url).status_code == 503
+        assert deliver(url).status_code == 500
         response = deliver(url)
     assert response.status_code == 200
     assert response.json()["outcome"] == "failed"
@@ -270,7 +320,7 @@ def test_a_transient_failure_at_the_last_attempt_fails_the_row(
     assert row["attempts"] == 2
     assert (
         row["error"] == "gave up after 2 attempts (MAX_ATTEMPTS): bad_gateway: "
-        "Dify answered HTTP 502: still down"
+        "Dify answered HTTP 500: still down"
     )
 
 
@@ -429,7 +479,7 @@ def test_the_key_comes_from_secret_manager_and_never_leaks(
         dify_server.script(dify.finish({"a": 1}), dify.http_error(401, "unauthorized", "nope"))
         with serve_function("worker/main.py", "process_row") as url:
             assert deliver(url, {"id": "ok"}).status_code == 200
-            assert deliver(url, {"id": "denied"}).status_code == 200
+            assert deliver(url, {"id": "denied"}).status_code == 503  # app-wide: not failed
     finally:
         secrets.stop()
     assert secrets.accessed == [f"projects/{PROJECT}/secrets/dify-api-key/versions/latest"]
@@ -484,3 +534,170 @@ def test_one_log_line_per_outcome_with_id_attempt_and_duration(worker_url, store
         1,
     )
     assert isinstance(line["duration_s"], float)
+
+
+# -- what Dify's server really does: pauses, lost streams, run ids ---------------------------
+
+
+@pytest.mark.parametrize("mode", ["blocking", "streaming"])
+def test_a_workflow_waiting_for_human_input_fails_once_with_the_reason(
+    monkeypatch, worker_env, store, ds_client, dify_server, mode
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", mode)
+    add_row(store)
+    dify_server.script(dify.human_input())
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url).json()["outcome"] == "failed"
+        assert deliver(url).json()["outcome"] == "duplicate"
+    row = entity(ds_client)
+    assert row["status"] == "FAILED"
+    assert row["error"].startswith("workflow_paused:")
+    assert "human-input" in row["error"]
+    assert dify_server.run_detail(row["workflow_run_id"])["status"] == "paused"
+    assert len(dify_server.run_calls()) == 1
+
+
+def test_a_stream_lost_after_workflow_started_is_looked_up_not_run_again(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    add_row(store)
+    dify_server.script(dify.lost_stream({"answer": "finished on the server"}, finishes_after=1.5))
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "succeeded")
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("SUCCESS", 1)
+    assert json.loads(row["result"]) == {"answer": "finished on the server"}
+    assert len(dify_server.run_calls()) == 1  # no second run, no tokens spent twice
+    lookups = dify_server.lookup_calls()
+    assert len(lookups) >= 2  # it was still running at the first look
+    assert {c.path for c in lookups} == {f"/v1/workflows/run/{row['workflow_run_id']}"}
+
+
+def test_a_lost_run_that_failed_is_classified_from_the_lookup(
+    worker_url, store, ds_client, dify_server
+):
+    add_row(store)
+    dify_server.script(dify.lost_stream(status="failed", error="code node: KeyError"))
+    assert deliver(worker_url).json()["outcome"] == "failed"
+    row = entity(ds_client)
+    assert row["error"] == "workflow_failed: workflow failed: code node: KeyError"
+    assert row["workflow_run_id"]
+    assert len(dify_server.run_calls()) == 1
+
+
+def test_a_lost_run_still_running_at_the_timeout_is_stopped_and_retried(
+    worker_url, store, ds_client, dify_server
+):
+    add_row(store)
+    dify_server.script(dify.lost_stream(finishes_after=60))  # past the 3 s timeout
+    response = deliver(worker_url)
+    assert response.status_code == 500
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("PENDING", 1)
+    assert row["error"].startswith("timeout:")
+    assert dify_server.run_detail(row["workflow_run_id"])["status"] == "stopped"
+    assert [c.body for c in dify_server.stop_calls()] == [{"user": "dify-batch-processor"}]
+
+
+def test_a_failed_row_keeps_its_run_id(worker_url, store, ds_client, dify_server):
+    add_row(store)
+    dify_server.script(dify.finish(status="failed", error="LLM node exploded"))
+    deliver(worker_url)
+    row = entity(ds_client)
+    assert row["status"] == "FAILED"
+    assert dify_server.run_detail(row["workflow_run_id"])["status"] == "failed"
+
+
+def test_a_retried_row_keeps_the_run_id_of_its_failed_attempt(
+    worker_url, store, ds_client, dify_server
+):
+    add_row(store)
+    dify_server.script(dify.upstream_error("rate_limit", via="run"))
+    assert deliver(worker_url).status_code == 500
+    row = entity(ds_client)
+    assert row["status"] == "PENDING"
+    assert dify_server.run_detail(row["workflow_run_id"])["status"] == "failed"
+
+
+# -- app-wide failures pause the queue instead of failing every row -------------------------
+
+
+@pytest.fixture
+def tasks_queue(monkeypatch, worker_env) -> Iterator[CloudTasksStandIn]:
+    queue = CloudTasksStandIn().start()
+    monkeypatch.setenv("TASKS_LOCATION", "asia-northeast3")
+    monkeypatch.setenv("TASKS_QUEUE", "rows")
+    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", queue.host)
+    yield queue
+    queue.stop()
+
+
+QUEUE = f"projects/{PROJECT}/locations/asia-northeast3/queues/rows"
+APP_WIDE = [
+    dify.http_error(401, "unauthorized", "Access token is invalid"),
+    dify.http_error(403, "forbidden", "app is disabled"),
+    dify.http_error(404, "not_found", "app not found"),
+    dify.http_error(400, "app_unavailable", "App unavailable"),
+    dify.http_error(400, "provider_not_initialize", "no credentials"),
+    dify.http_error(400, "provider_quota_exceeded", "quota used up"),
+    dify.quota_exceeded(),
+]
+
+
+@pytest.mark.parametrize("reply", APP_WIDE, ids=lambda r: r.name)
+def test_an_app_wide_failure_pauses_the_queue_and_charges_nothing(
+    tasks_queue, store, ds_client, dify_server, reply, capsys
+):
+    add_row(store)
+    dify_server.script(reply)
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (503, "paused")
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("PENDING", 0)
+    assert row["error"]
+    assert tasks_queue.calls_of("PauseQueue") == [QUEUE]
+    note = ds_client.get(ds_client.key(PAUSE_KIND, QUEUE))
+    assert note["reason"] == row["error"]
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    paused = [x for x in lines if x.get("event") == "batch_paused"]
+    assert len(paused) == 1
+    assert paused[0]["severity"] == "ERROR"
+    assert "resume=true" in paused[0]["message"]
+    assert "gcloud tasks queues resume rows --location asia-northeast3" in paused[0]["message"]
+    assert KEY not in json.dumps(lines)
+
+
+def test_without_queue_settings_an_app_wide_failure_still_charges_nothing(
+    worker_url, store, ds_client, dify_server
+):
+    add_row(store)
+    dify_server.script(dify.http_error(401, "unauthorized", "Access token is invalid"))
+    response = deliver(worker_url)
+    assert (response.status_code, response.json()["outcome"]) == (503, "paused")
+    assert (entity(ds_client)["status"], entity(ds_client)["attempts"]) == ("PENDING", 0)
+
+
+def test_after_a_401_the_key_is_read_again_from_secret_manager(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    secrets = SecretManagerStandIn({"dify-api-key": "app-old-rotated-key"}).start()
+    try:
+        monkeypatch.delenv("DIFY_API_KEY")
+        monkeypatch.setenv("DIFY_API_KEY_SECRET_ID", "dify-api-key")
+        monkeypatch.setenv("SECRET_MANAGER_EMULATOR_HOST", secrets.host)
+        add_row(store)
+        with serve_function("worker/main.py", "process_row") as url:
+            assert deliver(url).status_code == 503
+            secrets.secrets["dify-api-key"] = KEY  # the operator puts the current key in
+            assert deliver(url).status_code == 200
+    finally:
+        secrets.stop()
+    assert len(secrets.accessed) == 2
+    assert [c.authorization for c in dify_server.run_calls()] == [
+        "Bearer app-old-rotated-key",
+        f"Bearer {KEY}",
+    ]
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("SUCCESS", 1)

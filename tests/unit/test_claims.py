@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.claims import ClaimVerdict, decide_after_error, decide_claim
-from shared.errors import PermanentError, TransientError
+from shared.claims import Answer, ClaimVerdict, decide_after_error, decide_claim
+from shared.errors import AppWideError, CapacityError, PermanentError, TransientError
 from shared.model import Status, StoredRow
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -48,3 +48,19 @@ def test_permanent_errors_fail_at_once():
         PermanentError("bad", code="invalid_param"), attempt=1, max_attempts=5
     )
     assert (after.status, after.retry, after.error) == (Status.FAILED, False, "invalid_param: bad")
+
+
+def test_capacity_and_app_wide_failures_give_the_attempt_back():
+    busy = decide_after_error(
+        CapacityError("full", code="too_many_requests"), attempt=5, max_attempts=5
+    )
+    assert (busy.status, busy.answer, busy.charged) == (Status.PENDING, Answer.SLOW_QUEUE, False)
+    wide = decide_after_error(
+        AppWideError("401", code="unauthorized", remedy="fix the key"), attempt=5, max_attempts=5
+    )
+    assert (wide.status, wide.answer, wide.charged) == (Status.PENDING, Answer.PAUSE_QUEUE, False)
+
+
+def test_a_rows_own_transient_failure_is_charged_and_retried_alone():
+    after = decide_after_error(TransientError("500", code="x"), attempt=1, max_attempts=5)
+    assert (after.answer, after.charged) == (Answer.RETRY_ROW, True)

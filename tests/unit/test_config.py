@@ -20,7 +20,11 @@ def set_env(monkeypatch, env):
 def test_defaults(monkeypatch):
     set_env(monkeypatch, WORKER)
     s = load(WorkerSettings)
-    assert (s.dify_response_mode, s.dify_api_timeout_minutes, s.max_attempts) == ("blocking", 10, 5)
+    assert (s.dify_response_mode, s.dify_api_timeout_minutes, s.max_attempts) == (
+        "streaming",
+        10,
+        5,
+    )
     assert s.dispatch_deadline_seconds == 660
     assert s.lease_seconds == 660
 

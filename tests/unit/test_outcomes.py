@@ -1,11 +1,18 @@
 """Classifying Dify's answers: pure functions, no I/O."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from shared.errors import PermanentError, TransientError
-from shared.outcomes import classify_http_error, classify_stream_error, parse_retry_after, parse_run
+from shared.errors import AppWideError, CapacityError, PermanentError, TransientError
+from shared.outcomes import (
+    MAX_RETRY_AFTER_S,
+    classify_http_error,
+    classify_stream_error,
+    parse_retry_after,
+    parse_run,
+)
 
 
 def run(status, **data):
@@ -39,52 +46,133 @@ def test_unfinished_or_failed_runs_are_permanent(status, code):
 
 @pytest.mark.parametrize(
     "payload",
-    [
-        None,
-        [],
-        {},
-        {"data": "x"},
-        run("running"),
-        run(None),
-        run("succeeded", outputs=["not", "a", "dict"]),
-    ],
+    [None, [], {}, {"data": "x"}, run(None), run("weird")],
 )
-def test_malformed_answers_are_transient(payload):
-    with pytest.raises(TransientError):
+def test_malformed_answers_are_the_rows_transient_failure(payload):
+    with pytest.raises(TransientError) as caught:
         parse_run(payload)
+    assert type(caught.value) is TransientError  # charged, not a capacity or app-wide case
+
+
+def test_outputs_that_are_no_object_fail_the_same_way_every_time():
+    with pytest.raises(PermanentError) as caught:
+        parse_run(run("succeeded", outputs=["not", "a", "dict"]))
+    assert (caught.value.code, caught.value.workflow_run_id) == ("malformed", "r1")
+
+
+def test_a_run_lookups_outputs_given_as_a_json_string_are_read():
+    assert parse_run(run("succeeded", outputs='{"a": 1}')).outputs == {"a": 1}
+
+
+def body(code, message="m", status=400):
+    return json.dumps({"code": code, "message": message, "status": status})
+
+
+CONCURRENCY = (
+    "Too many requests. Please try again later. The current maximum concurrent requests "
+    "allowed for my-app is 3."
+)
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, "invalid_param"), (429, "too_many_requests")])
+def test_the_apps_concurrency_limit_is_capacity_in_both_forms(status, code):
+    error = classify_http_error(status, body(code, CONCURRENCY, status))
+    assert type(error) is CapacityError
+    assert error.code == "too_many_requests"
+    assert error.retry_after is None
+
+
+@pytest.mark.parametrize("status", [502, 503, 504, 524])
+def test_proxy_and_overload_answers_are_capacity(status):
+    error = classify_http_error(status, "<html>cloudflare</html>", "7")
+    assert type(error) is CapacityError
+    assert error.retry_after == 7
+
+
+def test_another_429_is_a_throttle_with_its_retry_after():
+    error = classify_http_error(429, "<html>error 1015</html>", "12")
+    assert type(error) is CapacityError
+    assert error.retry_after == 12
+
+
+@pytest.mark.parametrize("status", [500, 408])
+def test_a_500_or_408_is_the_rows_own_transient_failure(status):
+    error = classify_http_error(status, body("internal_server_error", status=status))
+    assert type(error) is TransientError
 
 
 @pytest.mark.parametrize(
-    "code",
+    "kind", ["Rate Limit Error", "Connection Error", "Server Unavailable Error"]
+)
+def test_upstream_model_errors_are_transient_as_400_and_as_failed_runs(kind):
+    message = f"[openai] {kind}, Error code: 429 - slow down"
+    error = classify_http_error(400, body("completion_request_error", message))
+    assert (type(error), error.code) == (TransientError, "upstream_model_error")
+    with pytest.raises(TransientError) as caught:
+        parse_run(run("failed", error=message))
+    assert (type(caught.value), caught.value.workflow_run_id) == (TransientError, "r1")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
     [
-        "invalid_param",
-        "app_unavailable",
-        "provider_not_initialize",
-        "provider_quota_exceeded",
-        "model_currently_not_support",
-        "completion_request_error",
+        (401, "unauthorized"),
+        (403, "forbidden"),
+        (404, "not_found"),
+        (400, "app_unavailable"),
+        (400, "not_workflow_app"),
+        (400, "provider_not_initialize"),
+        (400, "provider_quota_exceeded"),
+        (400, "model_currently_not_support"),
+        (429, "rate_limit_error"),
     ],
 )
-def test_documented_400_codes_are_permanent(code):
-    error = classify_http_error(400, f'{{"code": "{code}", "message": "m", "status": 400}}')
-    assert isinstance(error, PermanentError)
-    assert error.describe() == f"{code}: Dify answered HTTP 400: m"
+def test_failures_every_row_would_meet_are_app_wide(status, code):
+    error = classify_http_error(status, body(code, "m", status))
+    assert isinstance(error, AppWideError)
+    assert error.code == code
+    assert "resume" in error.remedy
+    assert error.bad_key is (status == 401)
 
 
-@pytest.mark.parametrize("status", [401, 403, 404])
-def test_auth_and_not_found_are_permanent(status):
-    assert isinstance(classify_http_error(status, ""), PermanentError)
+def test_app_wide_without_a_body_is_named_by_its_status():
+    assert classify_http_error(401, "").code == "unauthorized"
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504, 408])
-def test_rate_limits_and_server_errors_are_transient(status):
-    assert isinstance(classify_http_error(status, "<html>oops</html>"), TransientError)
+def test_wrong_model_credentials_are_app_wide():
+    error = classify_http_error(
+        400, body("completion_request_error", "[openai] Incorrect model credentials provided")
+    )
+    assert isinstance(error, AppWideError)
+
+
+@pytest.mark.parametrize(
+    "message", ["inputs.question is required in input form", "question must be one of a, b"]
+)
+def test_a_rows_own_bad_inputs_are_permanent(message):
+    error = classify_http_error(400, body("invalid_param", message))
+    assert type(error) is PermanentError
+    assert error.describe() == f"invalid_param: Dify answered HTTP 400: {message}"
+
+
+def test_an_unknown_400_is_permanent():
+    assert type(classify_http_error(400, body("completion_request_error", "node 3"))) is (
+        PermanentError
+    )
 
 
 def test_retry_after_is_kept_on_a_429():
     error = classify_http_error(429, "{}", "12")
     assert isinstance(error, TransientError)
     assert error.retry_after == 12
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("12", 12), ("99999999999999999999", MAX_RETRY_AFTER_S), ("²", None), ("-3", None)],
+)
+def test_retry_after_is_ascii_digits_and_capped(value, seconds):
+    assert parse_retry_after(value) == seconds
 
 
 def test_retry_after_as_an_http_date():
@@ -104,4 +192,8 @@ def test_stream_error_events_follow_their_status():
         classify_stream_error({"status": 400, "code": "invalid_param"}), PermanentError
     )
     assert isinstance(classify_stream_error({"status": 500, "code": "x"}), TransientError)
+    paused = classify_stream_error(
+        {"status": 400, "code": "provider_quota_exceeded", "workflow_run_id": "r9"}
+    )
+    assert (type(paused), paused.workflow_run_id) == (AppWideError, "r9")
     assert isinstance(classify_stream_error({"code": "no status"}), TransientError)

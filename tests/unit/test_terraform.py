@@ -242,3 +242,36 @@ def test_the_dashboard_has_every_panel_the_notes_ask_for():
         assert needle in text, needle
     metric = resources("google_logging_metric")["row_outcomes"]
     assert 'jsonPayload.event=\\"row_outcome\\"' in metric["filter"]
+
+
+def test_the_worker_may_pause_and_the_loader_may_resume_only_their_one_queue():
+    roles = resources("google_project_iam_custom_role")
+    assert [unquote(p) for p in roles["queue_pauser"]["permissions"]] == ["cloudtasks.queues.pause"]
+    assert [unquote(p) for p in roles["queue_resumer"]["permissions"]] == [
+        "cloudtasks.queues.resume"
+    ]
+    grants = resources("google_cloud_tasks_queue_iam_member")
+    by_role = {g["role"]: g for g in grants.values()}
+    pauser = by_role["${google_project_iam_custom_role.queue_pauser.id}"]
+    resumer = by_role["${google_project_iam_custom_role.queue_resumer.id}"]
+    assert pauser["member"] == "${google_service_account.worker.member}"
+    assert resumer["member"] == "${google_service_account.loader.member}"
+    for grant in (pauser, resumer):
+        assert grant["name"] == "${google_cloud_tasks_queue.rows.name}"
+    # Nothing broader: no project-wide Cloud Tasks role for either function.
+    project_roles = {g["role"] for g in resources("google_project_iam_member").values()}
+    assert not [r for r in project_roles if "cloudtasks" in r]
+
+
+def test_the_worker_knows_its_queue_and_streams_by_default():
+    keys = env_keys(service_config("worker")["environment_variables"])
+    assert {"TASKS_LOCATION", "TASKS_QUEUE"} <= keys
+    assert defaults()["dify_response_mode"] == "streaming"
+
+
+def test_the_queue_leaves_room_for_uncharged_deliveries():
+    queue = resources("google_cloud_tasks_queue")["rows"]
+    values = defaults()
+    allowed = evaluate(queue["retry_config"][0]["max_attempts"], values)
+    assert allowed == values["max_attempts"] + values["uncharged_deliveries"]
+    assert values["uncharged_deliveries"] >= 10

@@ -76,7 +76,7 @@ variable "dify_api_timeout_minutes" {
 
 variable "dify_response_mode" {
   type        = string
-  description = "blocking or streaming. Dify Cloud cuts blocking calls off after about 100 s: use streaming for long workflows."
+  description = "streaming (recommended) or blocking. Streaming frees Dify's concurrency slot when a call ends, can be stopped, and a lost stream's run is looked up instead of run twice; Dify Cloud cuts blocking calls off after 100 s."
   default     = null
 }
 
@@ -88,7 +88,13 @@ variable "timeout_margin_seconds" {
 
 variable "max_attempts" {
   type        = number
-  description = "Runs allowed per row (MAX_ATTEMPTS), counting retries after transient errors. The queue allows two more deliveries, for duplicates and Datastore hiccups."
+  description = "Runs allowed per row (MAX_ATTEMPTS), counting retries after the row's own transient errors. Deliveries that find Dify full are not counted (see uncharged_deliveries)."
+  default     = null
+}
+
+variable "uncharged_deliveries" {
+  type        = number
+  description = "Deliveries a task may use beyond max_attempts: those that find Dify at capacity (no run started, no attempt charged), duplicates and Datastore hiccups."
   default     = null
 }
 
@@ -178,7 +184,7 @@ variable "dify_user" {
 
 variable "dify_max_response_bytes" {
   type        = number
-  description = "Dify answers larger than this are refused unread (a row stores about 1 MiB at most)."
+  description = "Kept Dify answers (the final event, a blocking answer) larger than this are refused unread: a row stores about 1 MiB at most."
   default     = null
 }
 

@@ -92,6 +92,8 @@ resource "google_cloudfunctions2_function" "worker" {
       DIFY_USER               = var.dify_user
       DIFY_MAX_RESPONSE_BYTES = tostring(var.dify_max_response_bytes)
       THREADS                 = tostring(var.worker_concurrency)
+      TASKS_LOCATION          = var.region
+      TASKS_QUEUE             = google_cloud_tasks_queue.rows.name
     })
   }
 

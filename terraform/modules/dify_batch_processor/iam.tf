@@ -86,6 +86,43 @@ resource "google_cloud_tasks_queue_iam_member" "loader_viewer" {
   member   = google_service_account.loader.member
 }
 
+# Pausing and resuming the queue (a wrong key or a used-up quota pauses the batch rather than
+# failing every row): the worker may only pause, the loader only resume (resume=true), each on
+# this one queue. Custom roles, since the predefined queueAdmin would also allow purging and
+# deleting the queue. A destroyed custom role's id stays blocked for 7 to 37 days; the ids
+# carry the name prefix, so a destroy/apply cycle in that window needs another prefix.
+resource "google_project_iam_custom_role" "queue_pauser" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_queue_pauser"
+  title       = "dify-batch-processor queue pauser"
+  description = "Pause the rows queue when Dify fails every row alike."
+  permissions = ["cloudtasks.queues.pause"]
+}
+
+resource "google_project_iam_custom_role" "queue_resumer" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_queue_resumer"
+  title       = "dify-batch-processor queue resumer"
+  description = "Resume the rows queue after an operator fixed the cause of a pause."
+  permissions = ["cloudtasks.queues.resume"]
+}
+
+resource "google_cloud_tasks_queue_iam_member" "worker_pauses" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_tasks_queue.rows.name
+  role     = google_project_iam_custom_role.queue_pauser.id
+  member   = google_service_account.worker.member
+}
+
+resource "google_cloud_tasks_queue_iam_member" "loader_resumes" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_tasks_queue.rows.name
+  role     = google_project_iam_custom_role.queue_resumer.id
+  member   = google_service_account.loader.member
+}
+
 # Creating a task with an OIDC token of the invoker account needs actAs on that account.
 resource "google_service_account_iam_member" "loader_acts_as_invoker" {
   service_account_id = google_service_account.invoker.name

@@ -13,7 +13,7 @@ locals {
   dify_timeout_seconds       = var.dify_api_timeout_minutes * 60
   dispatch_deadline_seconds  = floor(local.dify_timeout_seconds + var.timeout_margin_seconds)
   worker_timeout_seconds     = min(3600, local.dispatch_deadline_seconds + 30)
-  queue_max_attempts         = var.max_attempts + 2
+  queue_max_attempts         = var.max_attempts + var.uncharged_deliveries
   worker_max_concurrent_rows = var.worker_max_instances * var.worker_concurrency
 
   common_env = {

@@ -1,6 +1,7 @@
 # rate_limits caps the rows running at once: how hard Dify is pushed. The worker marks a row
-# FAILED itself at MAX_ATTEMPTS and answers 200; retry_config allows two deliveries more, for
-# duplicate deliveries and Datastore hiccups that use no attempt.
+# FAILED itself at MAX_ATTEMPTS and answers 200. Deliveries that find Dify full (its concurrency
+# limit, a 503) charge no attempt, so retry_config allows uncharged_deliveries more; a task that
+# runs out of deliveries leaves its row PENDING, and the loader's next run enqueues it again.
 resource "google_cloud_tasks_queue" "rows" {
   project  = var.project_id
   location = var.region

@@ -137,8 +137,8 @@ variable "dify_api_timeout_minutes" {
 
 variable "dify_response_mode" {
   type        = string
-  description = "blocking or streaming. Dify Cloud cuts blocking calls off after about 100 s: use streaming for long workflows."
-  default     = "blocking"
+  description = "streaming (recommended) or blocking. Streaming frees Dify's concurrency slot when a call ends, can be stopped, and a lost stream's run is looked up instead of run twice; Dify Cloud cuts blocking calls off after 100 s."
+  default     = "streaming"
   nullable    = false
   validation {
     condition     = contains(["blocking", "streaming"], var.dify_response_mode)
@@ -159,12 +159,23 @@ variable "timeout_margin_seconds" {
 
 variable "max_attempts" {
   type        = number
-  description = "Runs allowed per row (MAX_ATTEMPTS), counting retries after transient errors. The queue allows two more deliveries, for duplicates and Datastore hiccups."
+  description = "Runs allowed per row (MAX_ATTEMPTS), counting retries after the row's own transient errors. Deliveries that find Dify full are not counted (see uncharged_deliveries)."
   default     = 5
   nullable    = false
   validation {
     condition     = var.max_attempts >= 1 && var.max_attempts <= 100 && floor(var.max_attempts) == var.max_attempts
     error_message = "max_attempts must be a whole number from 1 to 100."
+  }
+}
+
+variable "uncharged_deliveries" {
+  type        = number
+  description = "Deliveries a task may use beyond max_attempts: those that find Dify at capacity (no run started, no attempt charged), duplicates and Datastore hiccups. With the queue's backoff (10 s doubling to 600 s), 20 cover about 3 hours of a full Dify."
+  default     = 20
+  nullable    = false
+  validation {
+    condition     = var.uncharged_deliveries >= 2 && var.uncharged_deliveries <= 100 && floor(var.uncharged_deliveries) == var.uncharged_deliveries
+    error_message = "uncharged_deliveries must be a whole number from 2 to 100."
   }
 }
 
@@ -320,8 +331,8 @@ variable "dify_user" {
 
 variable "dify_max_response_bytes" {
   type        = number
-  description = "Dify answers larger than this are refused unread (a row stores about 1 MiB at most)."
-  default     = 8388608
+  description = "Kept Dify answers (the final event, a blocking answer) larger than this are refused unread: a row stores about 1 MiB at most."
+  default     = 2097152
   nullable    = false
   validation {
     condition     = var.dify_max_response_bytes >= 1024 && var.dify_max_response_bytes <= 268435456
