@@ -249,8 +249,10 @@ class CloudTasksStandIn:
                 request.url, content=request.body, headers=headers, timeout=deadline
             )
             status = response.status_code
-            if response.headers.get("retry-after", "").isdigit():
-                retry_after = float(response.headers["retry-after"])
+            # Like Cloud Tasks: Retry-After counts only on 429 and 503.
+            header = response.headers.get("retry-after", "")
+            if status in (429, 503) and header.isascii() and header.isdigit():
+                retry_after = float(header)
         except httpx.HTTPError:
             status = 0  # no answer: counts as a failed attempt
         with self._lock:

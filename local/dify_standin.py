@@ -295,6 +295,72 @@ def hang(seconds: float, *, ping_every: float = 0.2) -> Reply:
     return Reply(write, "hang")
 
 
+def finish_raw(data_json: str) -> Reply:
+    """A finished run whose `data` is given as raw JSON text, so hostile answers (NaN, lone
+    surrogate escapes, deep nesting) reach the client exactly as a server could send them."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        run_id, task_id = h.new_run(body)
+        head = f'"workflow_run_id": "{run_id}", "task_id": "{task_id}"'
+        if body.get("response_mode") == "streaming":
+            h.start_stream()
+            h.event({"event": "workflow_started", "task_id": task_id, "workflow_run_id": run_id})
+            h.raw_event(f'{{"event": "workflow_finished", {head}, "data": {data_json}}}')
+        else:
+            payload = f'{{{head}, "data": {data_json}}}'.encode()
+            h.send_raw(200, payload, "application/json")
+
+    return Reply(write, "finish_raw")
+
+
+def chatty(chunks: int, chunk_text: str, outputs: dict[str, Any]) -> Reply:
+    """A streamed run that sends `chunks` text_chunk events (progress), then small outputs."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        run_id, task_id = h.new_run(body)
+        data = _run_data(outputs, "succeeded", None, run_id)
+        h.start_stream()
+        h.event({"event": "workflow_started", "task_id": task_id, "workflow_run_id": run_id})
+        chunk = json.dumps(
+            {"event": "text_chunk", "task_id": task_id, "data": {"text": chunk_text}},
+            ensure_ascii=False,
+        )
+        for _ in range(chunks):
+            h.raw_event(chunk)
+        h.server.stand_in.complete(run_id, data)
+        h.event(
+            {
+                "event": "workflow_finished",
+                "task_id": task_id,
+                "workflow_run_id": run_id,
+                "data": data,
+            }
+        )
+
+    return Reply(write, "chatty")
+
+
+def trickle(seconds: float, *, every: float = 0.25) -> Reply:
+    """Blocking: headers at once, then one byte of the answer every `every` seconds for
+    `seconds` (a read timeout per read never fires). Sets `trickle_cut` when the client left."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", "100000")
+        h.end_headers()
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end and not h.server.stopping.is_set():
+                h.wfile.write(b" ")
+                h.wfile.flush()
+                h.pause(every)
+        except (BrokenPipeError, ConnectionResetError):
+            h.server.stand_in.trickle_cut = True
+
+    return Reply(write, "trickle")
+
+
 def echo(body: dict[str, Any]) -> dict[str, Any]:
     inputs = body.get("inputs") or {}
     return {"text": "processed: " + json.dumps(inputs, ensure_ascii=False), "inputs": inputs}
@@ -340,6 +406,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def ping(self) -> None:
         self.wfile.write(b"event: ping\n\n")
+        self.wfile.flush()
+
+    def raw_event(self, data: str) -> None:
+        self.wfile.write(f"data: {data}\n\n".encode("utf-8", "surrogatepass"))
         self.wfile.flush()
 
     def run_for(self, seconds: float) -> None:
@@ -460,6 +530,7 @@ class DifyStandIn:
     in_flight: int = 0
     peak_in_flight: int = 0  # most workflow runs answered at the same time
     refused: int = 0  # runs refused past max_active_requests
+    trickle_cut: bool = False  # a trickled answer was abandoned by the client
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> detail
     _task_runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # task -> (run, user)
 

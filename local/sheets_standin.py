@@ -75,7 +75,9 @@ class SheetsStandIn:
 
             def do_GET(self) -> None:
                 status, body = stand_in.answer(self.path)
-                payload = json.dumps(body, ensure_ascii=False).encode()
+                # A lone surrogate in a cell goes out as a JSON escape, as the real API sends it.
+                text = json.dumps(body, ensure_ascii=False)
+                payload = text.encode("utf-8", "backslashreplace")
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
                 self.send_header("Content-Length", str(len(payload)))

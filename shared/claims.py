@@ -16,6 +16,7 @@ class ClaimVerdict(StrEnum):
     BUSY = "busy"  # PROCESSING under a live claim: another delivery is running it
     MISSING = "missing"  # no entity for that id
     EXHAUSTED = "exhausted"  # every allowed attempt used: mark FAILED without calling Dify
+    BAD_ENTITY = "bad_entity"  # an entity that cannot be read as a row: leave it, say why
 
 
 def decide_claim(row: StoredRow | None, *, now: datetime, max_attempts: int) -> ClaimVerdict:

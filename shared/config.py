@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.secrets import key_problem, looks_like_a_key
 
 # Cloud Tasks accepts a dispatch deadline between 15 s and 30 min.
 MIN_DISPATCH_DEADLINE_S = 15
@@ -83,6 +84,19 @@ class WorkerSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:
+        # The messages never quote the values: either may be a key.
+        if self.dify_api_key is not None:
+            key = self.dify_api_key.get_secret_value().strip()
+            problem = key_problem(key)
+            if problem:
+                raise ValueError(f"DIFY_API_KEY {problem}")
+            self.dify_api_key = SecretStr(key)
+        if self.dify_api_key_secret_id and looks_like_a_key(self.dify_api_key_secret_id):
+            raise ValueError(
+                "DIFY_API_KEY_SECRET_ID holds what looks like a Dify API key (app-…), not a "
+                "secret id: store the key in Secret Manager (gcloud secrets create "
+                "dify-api-key --data-file=-) and set the secret's id here"
+            )
         if self.dify_api_key is None and not self.dify_api_key_secret_id:
             raise ValueError(
                 "set DIFY_API_KEY (local runs) or DIFY_API_KEY_SECRET_ID (the Secret Manager "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -55,6 +56,9 @@ STOP_TIMEOUT_S = 5.0
 _ERROR_BODY_BYTES = 64 * 1024
 # Events whose size counts against the cap: the ones whose content is kept.
 _KEPT_EVENTS = frozenset({"workflow_finished", "error", "workflow_paused", "workflow_started"})
+_EVENT_BOUNDARY = re.compile(rb"\r?\n\r?\n")
+_EVENT_NAME = re.compile(r'\{\s*"event"\s*:\s*"([A-Za-z_]+)"')
+_TASK_ID = re.compile(r'"task_id"\s*:\s*"([^"]{1,200})"')
 
 
 @dataclass
@@ -91,29 +95,54 @@ class _Watchdog:
 
 
 class _EventText:
-    """What EventSource reads (headers, iter_text), with a cap on each event's size: progress
-    events (text chunks, node events) may add up to any size, but no single event may pass
-    the cap, since the final one is what is kept."""
+    """What EventSource reads (headers, iter_text), with a cap on what is kept: the final
+    event (or an error) may not pass `limit` bytes, while progress events (text chunks, node
+    events) may add up to any size and only a single one past `ceiling` is refused (it would
+    still be held in memory whole). It also notes `workflow_started` as soon as its bytes
+    arrive, so a run refused for its size can be stopped."""
 
     def __init__(
-        self, response: httpx.Response, limit: int, on_too_large: Callable[[], None]
+        self,
+        response: httpx.Response,
+        limit: int,
+        started: _Started,
+        on_too_large: Callable[[], None],
     ) -> None:
         self.headers = response.headers
         self._response = response
         self._limit = limit
+        self._ceiling = max(8 * limit, 16 * 1024 * 1024)
+        self._started = started
         self._on_too_large = on_too_large
 
     def iter_text(self) -> Iterator[str]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        since_boundary = 0
+        event = b""  # the start of the event being received: enough to name it
+        size = 0  # its bytes so far
         for chunk in self._response.iter_bytes():
-            boundary = max(chunk.rfind(b"\n\n"), chunk.rfind(b"\r\n\r\n"))
-            since_boundary = len(chunk) - boundary if boundary >= 0 else since_boundary + len(chunk)
-            if since_boundary > self._limit:
-                self._on_too_large()
-                raise _too_large(self._limit)
+            first, *rest = _EVENT_BOUNDARY.split(chunk)
+            event, size = event + first[: 200 - len(event)], size + len(first)
+            for part in rest:  # each boundary ends an event and starts the next
+                self._check(event, size)
+                self._note_start(event)
+                event, size = part[:200], len(part)
+            self._check(event, size)
             yield decoder.decode(chunk)
         yield decoder.decode(b"", final=True)
+
+    def _check(self, event: bytes, size: int) -> None:
+        if size <= self._limit:
+            return
+        named = _EVENT_NAME.search(event.decode("utf-8", "replace"))
+        kept = named is None or named.group(1) in _KEPT_EVENTS
+        if kept or size > self._ceiling:
+            self._on_too_large()
+            raise _too_large(self._limit)
+
+    def _note_start(self, event: bytes) -> None:
+        if self._started.task_id is None and b"workflow_started" in event:
+            found = _TASK_ID.search(event.decode("utf-8", "replace"))
+            self._started.task_id = found.group(1) if found else None
 
 
 def _too_large(limit: int) -> PermanentError:
@@ -135,6 +164,7 @@ class WorkflowClient:
         user: str,
         timeout_s: float,
         max_response_bytes: int,
+        pool_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -145,6 +175,7 @@ class WorkflowClient:
         self._user = user
         self._timeout_s = timeout_s
         self._max_bytes = max_response_bytes
+        self._pool_timeout_s = pool_timeout_s
         self._clock = clock
         self._sleep = sleep
         marker = endpoint.rfind("/workflows/")
@@ -189,7 +220,10 @@ class WorkflowClient:
         # Waiting for a free pooled connection is local: it gets its own budget (the pool is
         # sized to the worker's concurrency, so this wait is short).
         return httpx.Timeout(
-            read, connect=min(10.0, remaining), write=min(30.0, remaining), pool=30.0
+            read,
+            connect=min(10.0, remaining),
+            write=min(30.0, remaining),
+            pool=self._pool_timeout_s,
         )
 
     def _timed_out(self, what: str) -> TransientError:
@@ -218,7 +252,9 @@ class WorkflowClient:
                 raise _too_large(self._max_bytes)
         try:
             return json.loads(raw)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            raise _too_deep() from None
+        except ValueError:
             kind = response.headers.get("content-type") or "no content type"
             raise TransientError(
                 f"Dify's answer ({kind}, {len(raw)} bytes) is not JSON; it was malformed or "
@@ -299,10 +335,13 @@ class WorkflowClient:
         if "text/event-stream" not in response.headers.get("content-type", ""):
             # Some proxies and Dify versions answer a streaming call with one JSON document.
             return parse_run(self._read_json(response))
-        text = _EventText(response, self._max_bytes, lambda: self._stop(started))
+        text = _EventText(response, self._max_bytes, started, lambda: self._stop(started))
         for sse in EventSource(cast(httpx.Response, text)).iter_sse():
             if sse.event == "ping" or not sse.data.strip():
                 continue
+            named = _EVENT_NAME.match(sse.data.lstrip())
+            if named and named.group(1) not in _KEPT_EVENTS:
+                continue  # progress: not even parsed (text chunks can be many thousands)
             event = _event(sse.data)
             kind = event.get("event") if isinstance(event, dict) else None
             if kind not in _KEPT_EVENTS:
@@ -395,8 +434,18 @@ class _StreamLost(Exception):
 def _event(data: str) -> Any:
     try:
         return json.loads(data)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError:
         raise TransientError("an event in Dify's stream is not JSON", code="malformed") from None
+
+
+def _too_deep() -> PermanentError:
+    # The same answer comes back on every retry: not worth running the workflow again.
+    return PermanentError(
+        "Dify's answer is JSON nested too deeply to read; make the workflow return flatter outputs",
+        code="malformed",
+    )
 
 
 def _short(value: Any) -> str | None:

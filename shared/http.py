@@ -11,7 +11,10 @@ import flask
 from shared import logs
 from shared.errors import BatchError, ConfigError, SheetError, TransientError
 from shared.logs import get_logger
+from shared.outcomes import clip
 from shared.planning import LoadOptions
+from shared.redact import scrub
+from shared.text import has_lone_surrogate, storable
 from shared.worker_service import TaskResult, WorkerOutcome
 
 if TYPE_CHECKING:  # the loader's stack is not imported by the worker
@@ -27,17 +30,23 @@ def json_answer(body: dict[str, Any], status: int, headers: dict[str, str] | Non
     return body, status, headers or {}
 
 
+def _json_body(raw: bytes) -> tuple[Any, str | None]:
+    """The parsed body, or why it cannot be used (never a traceback)."""
+    try:
+        return json.loads(raw), None
+    except RecursionError:
+        return None, "the body is JSON nested too deeply"
+    except ValueError:
+        return None, "the body is not JSON"
+
+
 def parse_task(request: flask.Request) -> str | Answer:
     """The task body `{"id": "<row id>"}` -> the row id, or a 400 answer saying what is wrong."""
     raw = request.get_data(cache=False, as_text=False)
-    try:
-        body = json.loads(raw)
-    except ValueError:
+    body, problem = _json_body(raw)
+    if problem:
         return json_answer(
-            {
-                "error": 'the body is not JSON; send {"id": "<row id>"} with Content-Type '
-                "application/json"
-            },
+            {"error": f'{problem}; send {{"id": "<row id>"}} with Content-Type application/json'},
             400,
         )
     row_id = body.get("id") if isinstance(body, dict) else None
@@ -47,6 +56,8 @@ def parse_task(request: flask.Request) -> str | Answer:
         return json_answer(
             {"error": 'the body needs a non-empty string "id": {"id": "<row id>"}'}, 400
         )
+    if has_lone_surrogate(row_id):
+        return json_answer({"error": '"id" is not valid Unicode text (a lone surrogate)'}, 400)
     if len(row_id.encode()) > MAX_ROW_ID_BYTES:
         return json_answer({"error": f'"id" is longer than {MAX_ROW_ID_BYTES} bytes'}, 400)
     return row_id
@@ -61,7 +72,9 @@ def worker_answer(outcome: WorkerOutcome) -> Answer:
         "attempt": outcome.attempt,
         "detail": outcome.detail,
     }
-    if outcome.result is TaskResult.RETRY:
+    if outcome.result in (TaskResult.RETRY, TaskResult.BUSY, TaskResult.NOT_RECORDED):
+        # Kept and retried with the queue's backoff, without slowing the other tasks (Cloud
+        # Tasks honours Retry-After only on 429/503, which slow the whole queue).
         return json_answer(body, 500)
     if outcome.result is TaskResult.PAUSED:
         return json_answer(body, 503)
@@ -73,41 +86,60 @@ def worker_answer(outcome: WorkerOutcome) -> Answer:
 
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 OPTION_NAMES = ("dry_run", "retry_failed", "reprocess_changed", "resume")
 
 
+def _flag(name: str, value: Any, *, in_query: bool) -> bool | str:
+    """An option's value, or the error. A flag given without a value (`?dry_run`) is true."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if in_query and text == "":
+        return True
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    return f"option {name} must be true or false, got {clip(repr(value))}"
+
+
 def parse_load_options(request: flask.Request) -> LoadOptions | Answer:
-    """Options from the query string or a JSON body (Cloud Scheduler sends one)."""
-    given: dict[str, Any] = dict(request.args.items())
-    raw = request.get_data(cache=True, as_text=True)
+    """Options from the query string or a JSON body (Cloud Scheduler sends one); both may be
+    given, but never with different values for one option."""
+    raw = request.get_data(cache=True, as_text=False)
+    body: Any = {}
     if raw.strip():
-        try:
-            body = json.loads(raw)
-        except ValueError:
+        body, problem = _json_body(raw)
+        if problem:
             return json_answer(
-                {"error": 'the body is not JSON; send options like {"dry_run": true}, or none'}, 400
+                {"error": f'{problem}; send options like {{"dry_run": true}}, or none'}, 400
             )
         if not isinstance(body, dict):
             return json_answer({"error": "the body must be a JSON object of options"}, 400)
-        given.update(body)
-    unknown = sorted(set(given) - set(OPTION_NAMES))
+    sources = [(dict(request.args.items()), True), (body, False)]
+    unknown = sorted({str(k) for given, _ in sources for k in given} - set(OPTION_NAMES))
     if unknown:
         return json_answer(
-            {"error": f"unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTION_NAMES)}"},
+            {
+                "error": f"unknown option(s) {clip(', '.join(unknown))}; known: "
+                f"{', '.join(OPTION_NAMES)}"
+            },
             400,
         )
     values: dict[str, bool] = {}
-    for name, value in given.items():
-        text = str(value).strip().lower()
-        if isinstance(value, bool):
-            values[name] = value
-        elif text in _TRUE | _FALSE:
-            values[name] = text in _TRUE
-        else:
-            return json_answer(
-                {"error": f"option {name} must be true or false, got {value!r}"}, 400
-            )
+    for given, in_query in sources:
+        for name, value in given.items():
+            flag = _flag(name, value, in_query=in_query)
+            if isinstance(flag, str):
+                return json_answer({"error": flag}, 400)
+            if name in values and values[name] != flag:
+                return json_answer(
+                    {
+                        "error": f"option {name} is {values[name]} in the query string but "
+                        f"{flag} in the body; give it once"
+                    },
+                    400,
+                )
+            values[name] = flag
     return LoadOptions(**values)
 
 
@@ -123,15 +155,15 @@ def failure_answer(exc: Exception) -> Answer:
     logs.configure()
     if isinstance(exc, ConfigError):
         log.error("%s", exc.message, extra={"event": "config_error"})
-        return json_answer({"error": exc.message}, 500)
+        return json_answer({"error": storable(scrub(exc.message))}, 500)
     if isinstance(exc, SheetError):
         log.error("%s", exc.message, extra={"event": "sheet_error"})
-        return json_answer({"error": exc.message}, 422)
+        return json_answer({"error": storable(scrub(exc.message))}, 422)
     if isinstance(exc, TransientError):
         log.warning("%s", exc.describe(), extra={"event": "transient_error"})
-        return json_answer({"error": exc.describe()}, 503)
+        return json_answer({"error": storable(scrub(exc.describe()))}, 503)
     if isinstance(exc, BatchError):
         log.error("%s", exc.describe(), extra={"event": "permanent_error"})
-        return json_answer({"error": exc.describe()}, 500)
+        return json_answer({"error": storable(scrub(exc.describe()))}, 500)
     log.exception("unexpected error", extra={"event": "internal_error"})
     return json_answer({"error": f"internal error: {type(exc).__name__}"}, 500)

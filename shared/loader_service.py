@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.logs import get_logger
 from shared.model import Status
 from shared.planning import Enqueue, LoadOptions, count_reasons, plan
-from shared.rows import RowFilter, parse_rows
-from shared.store import StatusStore, utcnow
+from shared.rows import InvalidRow, RowFilter, parse_rows
+from shared.store import PartialWrite, StatusStore, utcnow
 from shared.tasks import TaskQueue
 
 if TYPE_CHECKING:
@@ -91,15 +91,20 @@ class LoaderService:
         sheet = parse_rows(
             header, counted(), id_column=self._id_column, row_filter=self._row_filter
         )
-        stored = self._store.get_many([r.row_id for r in sheet.rows])
+        stored, unreadable = self._store.get_many_checked([r.row_id for r in sheet.rows])
+        for row in sheet.rows:  # entities edited by hand into something unreadable
+            if row.row_id in unreadable:
+                sheet.invalid.append(InvalidRow(row.row_number, row.row_id, unreadable[row.row_id]))
+        rows = [r for r in sheet.rows if r.row_id not in unreadable]
         pending = any(s.status is Status.PENDING for s in stored.values())
         actions = plan(
-            sheet.rows,
+            rows,
             stored,
             now=self._clock(),
             options=options,
             live_task_ids=self._queue.live_task_ids() if pending else None,
             namespace=self._namespace,
+            expired_claims=self._store.expired_claims(),
         )
         report = LoadReport(
             dry_run=options.dry_run,
@@ -119,11 +124,17 @@ class LoaderService:
         else:
             # Entities first, tasks second: a worker never gets a task for a row it cannot find,
             # and a run that dies in between loses nothing (the next run finds the lost tasks).
-            created = self._store.insert_new(actions.new_rows)
-            applied = self._store.apply(actions.transitions)
+            # What was committed gets its tasks even when a later batch failed.
+            created, write_error = _committed(self._store.insert_new, actions.new_rows)
+            applied: list[str] = []
+            if write_error is None:
+                applied, write_error = _committed(self._store.apply, actions.transitions)
             requeued = [actions.requeue[i] for i in applied if i in actions.requeue]
             items = [Enqueue(row_id, 0, "new") for row_id in created] + requeued
             enqueued = self._queue.enqueue(items)
+            if write_error is not None:
+                # The scheduler's retry (or the next run) writes and enqueues the rest.
+                enqueued.errors["(datastore)"] = write_error
             report.new = len(created)
             report.re_enqueued = count_reasons(requeued)
             report.inputs_updated = len(set(applied) & set(actions.inputs_updated))
@@ -168,3 +179,13 @@ class LoaderService:
         self._queue_control.resume()
         log.info("resumed %s (was paused: %s)", before.queue, before.reason)
         return {**self._queue_control.state().to_dict(), "resumed": True, "was": before.reason}
+
+
+def _committed(
+    write: Callable[[Sequence[Any]], list[str]], items: Sequence[Any]
+) -> tuple[list[str], str | None]:
+    """The ids a batched write committed, and the error that stopped it, if any."""
+    try:
+        return write(items), None
+    except PartialWrite as partial:
+        return partial.done, partial.error.describe()

@@ -11,6 +11,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.redact import scrub
+from shared.text import storable
+
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message"}
 
 
@@ -26,7 +29,8 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        # No secret and no unencodable text may reach the log, whatever the message quotes.
+        return storable(scrub(json.dumps(entry, ensure_ascii=False, default=str)))
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -195,7 +195,7 @@ def parse_run(payload: Any) -> WorkflowRun:
             status=str(status),
             outputs=outputs,
             elapsed_time=_number(data.get("elapsed_time")),
-            total_tokens=int(tokens) if tokens is not None else None,
+            total_tokens=int(tokens) if tokens is not None and abs(tokens) < 2**63 else None,
             error=error,
         )
     failure: BatchError

@@ -78,9 +78,12 @@ def plan(
     options: LoadOptions,
     live_task_ids: frozenset[str] | None,
     namespace: str | None,
+    expired_claims: Iterable[StoredRow] = (),
 ) -> Plan:
     """`live_task_ids` is the set of task ids in the queue, or None when no stored row is
-    PENDING (then it is not needed)."""
+    PENDING (then it is not needed). `expired_claims` are PROCESSING rows whose lease passed,
+    found by a query: those no longer in the sheet (or its filter) are recovered too, since
+    nothing else would ever finish them."""
     result = Plan()
 
     def requeue(
@@ -141,4 +144,9 @@ def plan(
                     Transition(row.row_id, row.status, row.generation, new_inputs)
                 )
                 result.inputs_updated.append(row.row_id)
+    in_sheet = {r.row_id for r in rows}
+    for row in expired_claims:
+        if row.row_id in in_sheet or row.lease_expires_at is None or row.lease_expires_at > now:
+            continue
+        requeue(row, "expired_lease", _reset(row), lease_expired_before=now)
     return result

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import SheetError
+from shared.text import has_lone_surrogate
 
 ROW_NUMBER = "ROW_NUMBER"
 MAX_ID_BYTES = 1500  # Datastore key names are limited to 1,500 bytes
+# A row's inputs must leave room in its ~1 MiB entity for the workflow's result.
+MAX_INPUTS_BYTES = 512 * 1024
 _RESERVED_ID = re.compile(r"^__.*__$")  # Datastore reserves key names like __foo__
 
 
@@ -71,6 +74,11 @@ def parse_header(cells: Sequence[Any]) -> list[str]:
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
         letter = column_letter(index)
+        if has_lone_surrogate(name):
+            raise SheetError(
+                f"header cell {letter}1 holds a broken character (half of an emoji or another "
+                "character outside the basic plane); retype that header"
+            )
         if not name:
             raise SheetError(
                 f"header cell {letter}1 is blank: every column needs a name (the workflow's "
@@ -118,10 +126,28 @@ def resolve_id_column(spec: str, header: Sequence[str]) -> int | None:
 def _id_problem(row_id: str) -> str | None:
     if not row_id:
         return "the id cell is empty"
+    if has_lone_surrogate(row_id):
+        return "the id holds a broken character (half of an emoji?); retype it"
     if len(row_id.encode()) > MAX_ID_BYTES:
         return f"the id is longer than {MAX_ID_BYTES} bytes"
     if _RESERVED_ID.match(row_id):
         return "ids of the form __name__ are reserved by Datastore"
+    return None
+
+
+def _inputs_problem(header: Sequence[str], cells: Sequence[str]) -> str | None:
+    for index, cell in enumerate(cells):
+        if has_lone_surrogate(cell):
+            return (
+                f"cell {column_letter(index)} ({header[index]}) holds a broken character (half "
+                "of an emoji?); retype it"
+            )
+    size = sum(len(c.encode()) for c in cells) + sum(len(h.encode()) for h in header)
+    if size > MAX_INPUTS_BYTES:
+        return (
+            f"its cells hold {size:,} bytes of text, more than the {MAX_INPUTS_BYTES:,} a row may "
+            "have (its status entity holds about 1 MiB with the result); shorten them"
+        )
     return None
 
 
@@ -178,8 +204,12 @@ def parse_rows(
         if row_id in first_seen:
             parsed.duplicates.append(DuplicateRow(row_id, row_number, first_seen[row_id]))
             continue
-        first_seen[row_id] = row_number
         cells += [""] * (len(header) - len(cells))
         inputs = {name: cells[i] for i, name in enumerate(header) if i != filter_index}
+        problem = _inputs_problem(header, cells)
+        if problem:
+            parsed.invalid.append(InvalidRow(row_number, row_id, problem))
+            continue
+        first_seen[row_id] = row_number
         parsed.rows.append(SheetRow(row_number, row_id, inputs, inputs_hash(inputs)))
     return parsed

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from google.cloud import secretmanager
 
 from shared.errors import ConfigError
+from shared.redact import scrub
 
 
 class SecretReader:
@@ -30,7 +31,42 @@ class SecretReader:
                 f"{getattr(exc, 'message', exc)}. Check the id and that this function's service "
                 "account has roles/secretmanager.secretAccessor on it."
             ) from None
-        return response.payload.data.decode("utf-8").strip()
+        try:
+            return response.payload.data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"the secret {name} named by {setting} is not UTF-8 text; store the value as "
+                "plain text"
+            ) from None
+
+
+def key_problem(value: str) -> str | None:
+    """Why `value` cannot be sent as a key in an HTTP header, or None. Never quotes it: an
+    HTTP library refusing such a header would put the whole value in its error message."""
+    if not value:
+        return "is empty"
+    if any(not (33 <= ord(c) <= 126) for c in value):
+        return (
+            "holds a space, a line break or another character that is not printable ASCII (a "
+            "stray \\r or newline from pasting?); store the key on one line, exactly as Dify "
+            "shows it"
+        )
+    return None
+
+
+def looks_like_a_key(secret_id: str) -> bool:
+    """Dify app keys start with `app-`: such a value in a *secret id* setting is a key pasted in
+    the wrong place, which would end up in Terraform state and in error messages."""
+    return secret_id.strip().lower().startswith("app-")
+
+
+def checked_key(value: str, *, source: str) -> str:
+    """The key without surrounding whitespace, or ConfigError naming `source` (not the key)."""
+    value = value.strip()
+    problem = key_problem(value)
+    if problem:
+        raise ConfigError(f"the Dify API key in {source} {problem}")
+    return value
 
 
 class ApiKey:
@@ -45,13 +81,11 @@ class ApiKey:
     def get(self) -> str:
         with self._lock:
             if self._value is None:
-                self._value = self._read()
+                value = self._read()
+                scrub.add(value)
+                self._value = value
             return self._value
 
     def forget(self) -> None:
         with self._lock:
             self._value = None
-
-    def known(self) -> str | None:
-        """The value if it was read already (for scrubbing texts), without reading it."""
-        return self._value

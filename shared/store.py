@@ -22,12 +22,17 @@ from google.api_core.retry import Retry, if_exception_type
 from google.cloud import datastore
 
 from shared.claims import ClaimVerdict, decide_claim
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
 from shared.model import KIND, NewRow, Status, StoredRow, Transition
+from shared.outcomes import clip
 
 T = TypeVar("T")
 LOOKUP_BATCH = 1000  # Datastore's limit of keys per lookup
 WRITE_BATCH = 500  # Datastore's limit of entities per commit
+# Bytes per commit: production takes 10 MiB, the Firestore emulator refuses gRPC messages over
+# 4 MiB; stay under both with room for keys and properties.
+COMMIT_BYTES = 3 * 1024 * 1024
+_ROW_OVERHEAD_BYTES = 1024
 # Entity limit 1,048,572 bytes; keep room for the other properties and key.
 ENTITY_LIMIT_BYTES = 1_048_572
 _ENTITY_OVERHEAD_BYTES = 16 * 1024
@@ -77,6 +82,31 @@ def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def batched_by_size(
+    items: Sequence[T], *, size_of: Callable[[T], int], count: int, max_bytes: int
+) -> Iterator[Sequence[T]]:
+    """Consecutive batches of at most `count` items and `max_bytes` bytes (an item larger than
+    `max_bytes` goes alone)."""
+    start, total = 0, 0
+    for index, item in enumerate(items):
+        size = size_of(item)
+        if index > start and (index - start >= count or total + size > max_bytes):
+            yield items[start:index]
+            start, total = index, 0
+        total += size
+    if start < len(items):
+        yield items[start:]
+
+
+class PartialWrite(Exception):
+    """A batch failed after earlier ones were committed: `done` holds their ids."""
+
+    def __init__(self, done: list[str], error: TransientError) -> None:
+        super().__init__(error.describe())
+        self.done = done
+        self.error = error
+
+
 def result_budget_bytes(inputs_json: str) -> int:
     """How many bytes of result JSON fit in the entity beside its inputs."""
     return ENTITY_LIMIT_BYTES - _ENTITY_OVERHEAD_BYTES - len(inputs_json.encode())
@@ -88,10 +118,28 @@ class Claim:
     row: StoredRow | None = None
     claim_id: str | None = None
     attempt: int = 0
+    detail: str = ""
+
+
+class BadEntity(Exception):
+    """An entity this code cannot read as a status row (edited by hand, say)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def to_stored_row(entity: datastore.Entity) -> StoredRow:
     name = entity.key.name
+    raw_status = entity.get("status", Status.PENDING)
+    try:
+        status = Status(raw_status)
+    except ValueError:
+        raise BadEntity(
+            f"its status {clip(repr(raw_status))} is not one of "
+            f"{', '.join(s.value for s in Status)} (edited by hand?): set it to one of them, "
+            "or delete the entity and run the loader again"
+        ) from None
     raw_inputs = entity.get("inputs")
     try:
         inputs = json.loads(raw_inputs) if raw_inputs else {}
@@ -99,7 +147,7 @@ def to_stored_row(entity: datastore.Entity) -> StoredRow:
         inputs = None
     return StoredRow(
         row_id=str(name),
-        status=Status(entity.get("status", Status.PENDING)),
+        status=status,
         attempts=int(entity.get("attempts") or 0),
         generation=int(entity.get("generation") or 0),
         inputs_hash=entity.get("inputs_hash"),
@@ -139,9 +187,10 @@ class StatusStore:
         key: datastore.Key = self._client.key(KIND, row_id)
         return key
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
+    def _retrying(self, fn: Callable[[], T], *, timeout: float | None = None) -> T:
+        retry = self._retry if timeout is None else self._retry.with_timeout(max(0.1, timeout))
         try:
-            return self._retry(fn)()
+            return retry(fn)()
         except (gexc.RetryError, *_RETRYABLE) as exc:
             raise TransientError(
                 f"Datastore stayed busy or unavailable: {type(exc).__name__}", code="datastore"
@@ -151,8 +200,10 @@ class StatusStore:
         with self._client.transaction() as txn:
             return work(txn)
 
-    def _transact(self, work: Callable[[datastore.Transaction], T]) -> T:
-        return self._retrying(lambda: self._in_transaction(work))
+    def _transact(
+        self, work: Callable[[datastore.Transaction], T], *, timeout: float | None = None
+    ) -> T:
+        return self._retrying(lambda: self._in_transaction(work), timeout=timeout)
 
     # -- the worker's side -------------------------------------------------------------------
 
@@ -168,13 +219,19 @@ class StatusStore:
 
         def look() -> Claim | None:
             entity = self._client.get(self._key(row_id))
-            row = to_stored_row(entity) if entity is not None else None
+            try:
+                row = to_stored_row(entity) if entity is not None else None
+            except BadEntity as bad:
+                return Claim(ClaimVerdict.BAD_ENTITY, detail=f"row {row_id}: {bad.reason}")
             verdict = decide_claim(row, now=self._clock(), max_attempts=max_attempts)
             return None if verdict is ClaimVerdict.CLAIM else Claim(verdict, row)
 
         def work(txn: datastore.Transaction) -> Claim:
             entity = self._client.get(self._key(row_id), transaction=txn)
-            row = to_stored_row(entity) if entity is not None else None
+            try:
+                row = to_stored_row(entity) if entity is not None else None
+            except BadEntity as bad:
+                return Claim(ClaimVerdict.BAD_ENTITY, detail=f"row {row_id}: {bad.reason}")
             now = self._clock()
             verdict = decide_claim(row, now=now, max_attempts=max_attempts)
             if verdict is not ClaimVerdict.CLAIM or entity is None or row is None:
@@ -193,9 +250,20 @@ class StatusStore:
         with self._claiming.hold(row_id):
             return self._retrying(lambda: look() or self._in_transaction(work))
 
-    def finish(self, row_id: str, *, claim_id: str | None, changes: dict[str, Any]) -> bool:
+    def finish(
+        self,
+        row_id: str,
+        *,
+        claim_id: str | None,
+        changes: dict[str, Any],
+        retry_for: float | None = None,
+    ) -> bool:
         """Write a run's outcome if the row is still claimed by `claim_id` (None: not claimed,
-        used to fail an exhausted row). Returns False when the claim was lost."""
+        used to fail an exhausted row). Returns False when the claim was lost.
+
+        Busy or unavailable Datastore is retried for `retry_for` seconds (the claim's lease
+        left): TransientError after that. A value Datastore refuses raises PermanentError.
+        """
 
         def work(txn: datastore.Transaction) -> bool:
             entity = self._client.get(self._key(row_id), transaction=txn)
@@ -211,27 +279,53 @@ class StatusStore:
             txn.put(entity)
             return True
 
-        return self._transact(work)
+        try:
+            return self._transact(work, timeout=retry_for)
+        except (gexc.GoogleAPICallError, ValueError, TypeError, OverflowError) as exc:
+            # Refused for good (too large, a value it cannot encode): the same write fails
+            # again, so say so instead of retrying.
+            raise PermanentError(
+                f"Datastore refused the outcome: {type(exc).__name__}: {clip(str(exc))}",
+                code="not_storable",
+            ) from None
 
     # -- the loader's side -------------------------------------------------------------------
 
     def get_many(self, row_ids: Sequence[str]) -> dict[str, StoredRow]:
+        return self.get_many_checked(row_ids)[0]
+
+    def get_many_checked(
+        self, row_ids: Sequence[str]
+    ) -> tuple[dict[str, StoredRow], dict[str, str]]:
+        """The rows found, and the ids of entities that cannot be read with the reason."""
         found: dict[str, StoredRow] = {}
+        bad: dict[str, str] = {}
         for batch in chunked(row_ids, LOOKUP_BATCH):
             keys = [self._key(row_id) for row_id in batch]
             entities: list[datastore.Entity] = self._retrying(
                 lambda keys=keys: self._client.get_multi(keys)  # type: ignore[misc]
             )
             for entity in entities:
-                row = to_stored_row(entity)
+                try:
+                    row = to_stored_row(entity)
+                except BadEntity as problem:
+                    bad[str(entity.key.name)] = problem.reason
+                    continue
                 found[row.row_id] = row
-        return found
+        return found, bad
 
     def insert_new(self, rows: Sequence[NewRow]) -> list[str]:
         """Create PENDING entities for rows that have none; never overwrite one that exists
         (another loader run may have created it and a worker claimed it meanwhile)."""
         created: list[str] = []
-        for batch in chunked(rows, WRITE_BATCH):
+        for batch in batched_by_size(
+            rows,
+            size_of=lambda r: (
+                len(json.dumps(r.inputs, ensure_ascii=False).encode()) + _ROW_OVERHEAD_BYTES
+            ),
+            count=WRITE_BATCH,
+            max_bytes=COMMIT_BYTES,
+        ):
 
             def work(txn: datastore.Transaction, batch: Sequence[NewRow] = batch) -> list[str]:
                 keys = [self._key(r.row_id) for r in batch]
@@ -242,7 +336,10 @@ class StatusStore:
                     txn.put(self._new_entity(r, now))
                 return [r.row_id for r in fresh]
 
-            created.extend(self._transact(work))
+            try:
+                created.extend(self._transact(work))
+            except TransientError as exc:
+                raise PartialWrite(created, exc) from None
         return created
 
     def _new_entity(self, row: NewRow, now: datetime) -> datastore.Entity:
@@ -269,7 +366,14 @@ class StatusStore:
     def apply(self, transitions: Sequence[Transition]) -> list[str]:
         """Apply each transition whose row is still as expected; return the ids changed."""
         applied: list[str] = []
-        for batch in chunked(transitions, WRITE_BATCH):
+        for batch in batched_by_size(
+            transitions,
+            size_of=lambda t: (
+                sum(len(str(v).encode()) for v in t.changes.values()) + _ROW_OVERHEAD_BYTES
+            ),
+            count=WRITE_BATCH,
+            max_bytes=COMMIT_BYTES,
+        ):
 
             def work(txn: datastore.Transaction, batch: Sequence[Transition] = batch) -> list[str]:
                 by_id = {t.row_id: t for t in batch}
@@ -286,8 +390,28 @@ class StatusStore:
                     txn.put(entity)
                 return [e.key.name for e in changed]
 
-            applied.extend(self._transact(work))
+            try:
+                applied.extend(self._transact(work))
+            except TransientError as exc:
+                raise PartialWrite(applied, exc) from None
         return applied
+
+    def expired_claims(self) -> list[StoredRow]:
+        """PROCESSING rows whose lease has passed, wherever they are (also rows that left the
+        sheet). Equality on one property: the built-in index serves it, no composite needed;
+        PROCESSING rows are few (about the concurrency cap)."""
+        now = self._clock()
+        query = self._client.query(kind=KIND)
+        query.add_filter(filter=datastore.query.PropertyFilter("status", "=", Status.PROCESSING))
+        found: list[StoredRow] = []
+        for entity in self._retrying(lambda: list(query.fetch())):
+            try:
+                row = to_stored_row(entity)
+            except BadEntity:
+                continue
+            if row.lease_expires_at is not None and row.lease_expires_at <= now:
+                found.append(row)
+        return found
 
 
 def _still_as_expected(entity: datastore.Entity, t: Transition) -> bool:

@@ -24,7 +24,7 @@ from shared import logs
 from shared.config import CommonSettings, LoaderSettings, WorkerSettings, load
 from shared.dify import WorkflowClient
 from shared.errors import ConfigError
-from shared.secrets import ApiKey, SecretReader
+from shared.secrets import ApiKey, SecretReader, checked_key
 from shared.store import StatusStore
 from shared.worker_service import WorkerService
 
@@ -82,7 +82,12 @@ def dify_api_key(settings: WorkerSettings) -> ApiKey:
         return ApiKey(read=lambda: plain)
     reader = secret_reader(settings)
     secret_id = str(settings.dify_api_key_secret_id)
-    return ApiKey(read=lambda: reader.read(secret_id, setting="DIFY_API_KEY_SECRET_ID"))
+    source = f"the secret {secret_id} (DIFY_API_KEY_SECRET_ID)"
+    return ApiKey(
+        read=lambda: checked_key(
+            reader.read(secret_id, setting="DIFY_API_KEY_SECRET_ID"), source=source
+        )
+    )
 
 
 def http_client(concurrency: int) -> httpx.Client:
@@ -121,6 +126,7 @@ def _build_worker() -> WorkerService:
         store=store,
         workflow=workflow,
         max_attempts=settings.max_attempts,
+        run_seconds=settings.dify_timeout_seconds,
         lease_seconds=settings.lease_seconds,
         queue=queue,
     )

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -15,7 +15,13 @@ from shared.claims import Answer, ClaimVerdict, decide_after_error
 from shared.errors import AppWideError, BatchError, PermanentError, TransientError
 from shared.logs import get_logger
 from shared.model import Status, WorkflowRun
+from shared.redact import scrub
 from shared.store import StatusStore, result_budget_bytes
+from shared.text import storable, storable_value
+
+# The final write must end this long before the lease does, so no other delivery can take the
+# row over while this one still writes.
+LEASE_SAFETY_S = 2.0
 
 log = get_logger("worker")
 
@@ -36,6 +42,8 @@ class TaskResult(StrEnum):
     RETRY = "retry"  # row back to PENDING after its own glitch (charged): retry this task
     DIFY_BUSY = "dify_busy"  # Dify at capacity, no run started (uncharged): slow the queue
     PAUSED = "paused"  # every row would fail alike (uncharged): the queue is paused
+    BUSY = "busy"  # another delivery holds a live claim: keep the task, come back later
+    NOT_RECORDED = "not_recorded"  # the run ended but its outcome could not be written
     DUPLICATE = "duplicate"  # row finished or running elsewhere; nothing done
     MISSING = "missing"  # no entity for that id; nothing done
     CLAIM_LOST = "claim_lost"  # our lease expired and another delivery took the row
@@ -57,6 +65,7 @@ class WorkerService:
         store: StatusStore,
         workflow: Workflow,
         max_attempts: int,
+        run_seconds: float,
         lease_seconds: float,
         queue: Callable[[], QueuePauser | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
@@ -64,6 +73,7 @@ class WorkerService:
         self._store = store
         self._workflow = workflow
         self._max_attempts = max_attempts
+        self._run_seconds = run_seconds
         self._lease_seconds = lease_seconds
         # Built on first use: most instances never pause anything, and the Cloud Tasks client
         # is slow to import.
@@ -73,6 +83,7 @@ class WorkerService:
     def process_row(self, row_id: str) -> WorkerOutcome:
         started = self._clock()
         outcome = self._process(row_id)
+        outcome = replace(outcome, detail=scrub(outcome.detail))
         log.log(
             _LOG_LEVELS.get(outcome.result, logging.INFO),
             "row %s: %s",
@@ -93,14 +104,30 @@ class WorkerService:
         claim = self._store.claim(
             row_id, max_attempts=self._max_attempts, lease_seconds=self._lease_seconds
         )
+        # Everything this attempt does ends inside the claim's lease: the Dify call (with its
+        # lookups and stop) by `run_deadline`, the final write by `write_deadline`.
+        claimed_at = self._clock()
+        run_deadline = claimed_at + self._run_seconds
+        write_deadline = claimed_at + self._lease_seconds - LEASE_SAFETY_S
         row = claim.row
+        if claim.verdict is ClaimVerdict.BAD_ENTITY:
+            return WorkerOutcome(TaskResult.MISSING, row_id, 0, claim.detail)
         if claim.verdict is ClaimVerdict.MISSING or row is None:
             return WorkerOutcome(
                 TaskResult.MISSING, row_id, 0, "no status entity for this id; was it deleted?"
             )
-        if claim.verdict in (ClaimVerdict.FINISHED, ClaimVerdict.BUSY):
+        if claim.verdict is ClaimVerdict.FINISHED:
             return WorkerOutcome(
                 TaskResult.DUPLICATE, row_id, row.attempts, f"row is {row.status.value} already"
+            )
+        if claim.verdict is ClaimVerdict.BUSY:
+            # Not a 200: if the claim's holder died, this task is what finishes the row once
+            # the lease has passed (the row may have left the sheet by then).
+            return WorkerOutcome(
+                TaskResult.BUSY,
+                row_id,
+                row.attempts,
+                f"another delivery holds the row until {row.lease_expires_at}; retry later",
             )
         if claim.verdict is ClaimVerdict.EXHAUSTED:
             error = (
@@ -117,34 +144,106 @@ class WorkerService:
                     "the stored inputs are not a JSON object; fix the entity or re-run the loader",
                     code="bad_inputs",
                 )
-            run = self._workflow.run(row.inputs)
+            run = self._workflow.run(row.inputs, deadline=run_deadline)
             changes = _succeeded(run, json.dumps(row.inputs, ensure_ascii=False))
         except BatchError as exc:
-            return self._record_error(row_id, claim_id, attempt, exc)
+            return self._record_error(row_id, claim_id, attempt, exc, write_deadline)
         except Exception as exc:  # a bug or an unforeseen library error: bounded by MAX_ATTEMPTS
             log.exception("unexpected error running row %s", row_id)
             unexpected = TransientError(f"unexpected {type(exc).__name__}", code="internal")
-            return self._record_error(row_id, claim_id, attempt, unexpected)
+            return self._record_error(row_id, claim_id, attempt, unexpected, write_deadline)
+        return self._record_run(row_id, claim_id, attempt, run, changes, write_deadline)
 
-        if not self._store.finish(row_id, claim_id=claim_id, changes=changes):
-            return WorkerOutcome(TaskResult.CLAIM_LOST, row_id, attempt, "result discarded")
+    def _write(
+        self, row_id: str, claim_id: str | None, changes: dict[str, Any], deadline: float
+    ) -> bool:
+        """finish(), retried while the lease lasts."""
+        return self._store.finish(
+            row_id, claim_id=claim_id, changes=changes, retry_for=deadline - self._clock()
+        )
+
+    def _record_run(
+        self,
+        row_id: str,
+        claim_id: str | None,
+        attempt: int,
+        run: WorkflowRun,
+        changes: dict[str, Any],
+        deadline: float,
+    ) -> WorkerOutcome:
+        """Write a finished run. A result Datastore refuses becomes a FAILED row that says why
+        (the run is not repeated); one that cannot be written in time is lost (logged), and
+        the row runs again once its lease has passed."""
+        try:
+            if not self._write(row_id, claim_id, changes, deadline):
+                return WorkerOutcome(TaskResult.CLAIM_LOST, row_id, attempt, "result discarded")
+        except PermanentError as refused:
+            changes = {
+                **_failed(
+                    f"{refused.describe()}. The run succeeded in Dify: fetch its outputs with "
+                    f"GET /v1/workflows/run/{run.workflow_run_id}"
+                ),
+                "workflow_run_id": run.workflow_run_id,
+            }
+            return self._record_error_changes(row_id, claim_id, attempt, changes, deadline)
+        except TransientError as unavailable:
+            return self._not_recorded(row_id, attempt, run.workflow_run_id, unavailable)
         if changes["status"] == Status.FAILED:
             return WorkerOutcome(TaskResult.FAILED, row_id, attempt, changes["error"])
         return WorkerOutcome(TaskResult.SUCCEEDED, row_id, attempt, run.workflow_run_id or "")
 
+    def _record_error_changes(
+        self,
+        row_id: str,
+        claim_id: str | None,
+        attempt: int,
+        changes: dict[str, Any],
+        deadline: float,
+    ) -> WorkerOutcome:
+        try:
+            if not self._write(row_id, claim_id, changes, deadline):
+                return WorkerOutcome(TaskResult.CLAIM_LOST, row_id, attempt, changes["error"])
+        except BatchError as exc:
+            return self._not_recorded(row_id, attempt, changes.get("workflow_run_id"), exc)
+        return WorkerOutcome(TaskResult.FAILED, row_id, attempt, changes["error"])
+
+    def _not_recorded(
+        self, row_id: str, attempt: int, run_id: str | None, error: BatchError
+    ) -> WorkerOutcome:
+        log.error(
+            "row %s: the outcome of Dify run %s could not be written (%s); the row stays "
+            "PROCESSING until its lease passes, then its task runs it again",
+            row_id,
+            run_id,
+            error.describe(),
+            extra={"event": "outcome_not_recorded", "row_id": row_id, "workflow_run_id": run_id},
+        )
+        return WorkerOutcome(TaskResult.NOT_RECORDED, row_id, attempt, error.describe())
+
     def _record_error(
-        self, row_id: str, claim_id: str | None, attempt: int, error: BatchError
+        self,
+        row_id: str,
+        claim_id: str | None,
+        attempt: int,
+        error: BatchError,
+        deadline: float,
     ) -> WorkerOutcome:
         after = decide_after_error(error, attempt=attempt, max_attempts=self._max_attempts)
-        changes: dict[str, Any] = {"status": after.status.value, "error": after.error}
+        changes: dict[str, Any] = {
+            "status": after.status.value,
+            "error": storable(scrub(after.error)),
+        }
         if error.workflow_run_id:
             changes["workflow_run_id"] = error.workflow_run_id
         if not after.charged:
             changes["attempts"] = attempt - 1  # Dify started no run for this row
         if after.status is Status.FAILED:
             changes["finished_at"] = datetime.now(UTC)
-        if not self._store.finish(row_id, claim_id=claim_id, changes=changes):
-            return WorkerOutcome(TaskResult.CLAIM_LOST, row_id, attempt, after.error)
+        try:
+            if not self._write(row_id, claim_id, changes, deadline):
+                return WorkerOutcome(TaskResult.CLAIM_LOST, row_id, attempt, after.error)
+        except BatchError as exc:
+            return self._not_recorded(row_id, attempt, error.workflow_run_id, exc)
         retry_after = error.retry_after if isinstance(error, TransientError) else None
         if after.answer is Answer.PAUSE_QUEUE:
             assert isinstance(error, AppWideError)
@@ -178,6 +277,8 @@ class WorkerService:
 
 _LOG_LEVELS = {
     TaskResult.MISSING: logging.ERROR,
+    TaskResult.NOT_RECORDED: logging.ERROR,
+    TaskResult.BUSY: logging.WARNING,
     TaskResult.FAILED: logging.WARNING,
     TaskResult.RETRY: logging.WARNING,
     TaskResult.DIFY_BUSY: logging.WARNING,
@@ -195,7 +296,9 @@ def _succeeded(run: WorkflowRun, inputs_json: str) -> dict[str, Any]:
         "elapsed_time": run.elapsed_time,
         "total_tokens": run.total_tokens,
     }
-    result = json.dumps(run.outputs, ensure_ascii=False)
+    # A lone surrogate (an emoji cut in half by a code node) is stored as U+FFFD rather than
+    # failing the same way on every retry.
+    result = json.dumps(storable_value(run.outputs), ensure_ascii=False)
     size, budget = len(result.encode()), result_budget_bytes(inputs_json)
     if size > budget:
         # Retrying would produce the same output: record why, and where the full output lives.

@@ -426,3 +426,128 @@ def test_a_pending_row_edited_before_it_ran_runs_with_the_new_inputs(
     assert (summary["inputs_updated"], summary["tasks_created"]) == (1, 0)
     assert json.loads(entity(ds_client, "a")["inputs"])["title"] == "final"
     assert len(tasks.task_names()) == 1  # the queued task stays; the worker reads the row
+
+
+# -- hardening ------------------------------------------------------------------------------
+
+
+def test_expired_claims_of_rows_that_left_the_sheet_or_its_filter_are_recovered(
+    loader_url, sheets, ds_client, namespace, tasks
+):
+    set_rows(sheets, ["gone", "x", "en"], ["stays", "y", "en"])
+    trigger(loader_url)
+    row = entity(ds_client, "gone")
+    row.update(
+        status="PROCESSING",
+        attempts=1,
+        claim_id="dead-worker",
+        lease_expires_at=datetime.now(UTC) - timedelta(seconds=5),
+    )
+    ds_client.put(row)
+    set_rows(sheets, ["stays", "y", "en"])  # the owners removed the row meanwhile
+    summary = trigger(loader_url).json()
+    assert summary["re_enqueued"] == {"expired_lease": 1}
+    gone = entity(ds_client, "gone")
+    assert (gone["status"], gone["generation"], gone["claim_id"]) == ("PENDING", 1, None)
+    assert task_name(namespace, "gone", 1) in tasks.task_names()
+
+
+@pytest.mark.parametrize("query", ["?dry_run", "?dry_run=", "?dry_run=true"])
+def test_a_dry_run_flag_without_a_value_is_a_dry_run(loader_url, sheets, tasks, ds_client, query):
+    set_rows(sheets, ["a", "x", "en"])
+    summary = httpx.post(f"{loader_url}{query}", timeout=60).json()
+    assert (summary["dry_run"], summary["new"]) == (True, 1)
+    assert list(ds_client.query(kind=KIND).fetch()) == []
+    assert tasks.created == []
+
+
+def test_options_that_disagree_between_query_and_body_are_a_400(loader_url, sheets, ds_client):
+    set_rows(sheets, ["a", "x", "en"])
+    response = httpx.post(f"{loader_url}?dry_run=true", json={"dry_run": False}, timeout=60)
+    assert response.status_code == 400
+    assert "dry_run" in response.json()["error"]
+    assert list(ds_client.query(kind=KIND).fetch()) == []
+
+
+@pytest.mark.parametrize(
+    "raw", [b"[" * 100_000, b'{"dry_run": "\\ud800"}'], ids=["deep", "lone-surrogate"]
+)
+def test_hostile_loader_bodies_get_a_json_400(loader_url, raw):
+    response = httpx.post(
+        loader_url, content=raw, headers={"Content-Type": "application/json"}, timeout=60
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+def test_a_dry_run_with_resume_resumes_nothing(loader_url, sheets, tasks):
+    tasks.paused.add(QUEUE)
+    summary = trigger(loader_url, dry_run=True, resume=True).json()
+    assert summary["queue"]["state"] == "PAUSED"
+    assert summary["queue"]["would_resume"] is True
+    assert tasks.calls_of("ResumeQueue") == []
+    assert QUEUE in tasks.paused
+
+
+def test_large_rows_are_committed_in_batches_by_size(
+    monkeypatch, loader_env, sheets, tasks, ds_client
+):
+    """600 rows of ~21 KB each (7,000 Hangul characters): 12.6 MB, which one 500-entity commit
+    could not carry (10 MiB in production, 4 MiB on the emulator)."""
+    monkeypatch.setenv("SHEET_CHUNK_ROWS", "100")
+    text = "가" * 7000
+    set_rows(sheets, *[[f"big{i:03d}", text, "ko"] for i in range(600)])
+    with serve_function("loader/main.py", "load_sheet") as url:
+        response = trigger(url)
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    assert (summary["new"], summary["tasks_created"], summary["error_count"]) == (600, 600, 0)
+    assert entity(ds_client, "big599")["status"] == "PENDING"
+
+
+def test_a_row_too_large_for_its_entity_is_reported_with_its_size(loader_url, sheets, ds_client):
+    set_rows(sheets, ["huge", "x" * 600_000, "en"], ["fine", "y", "en"])
+    summary = trigger(loader_url).json()
+    assert summary["new"] == 1
+    [invalid] = summary["invalid"]
+    assert invalid["row_id"] == "huge"
+    assert "600,0" in invalid["reason"]  # the size, in bytes
+    assert entity(ds_client, "huge") is None
+
+
+def test_broken_characters_make_invalid_rows_and_the_rest_runs(loader_url, sheets, ds_client):
+    set_rows(
+        sheets, ["ok", "fine", "en"], ["bad-cell", "cut \ud83d", "en"], ["\udc00id", "x", "en"]
+    )
+    response = trigger(loader_url)
+    assert response.status_code == 200
+    summary = response.json()
+    assert summary["new"] == 1
+    reasons = {i["row_number"]: i["reason"] for i in summary["invalid"]}
+    assert "cell B (title)" in reasons[3]
+    assert "the id holds a broken character" in reasons[4]
+    assert entity(ds_client, "ok")["status"] == "PENDING"
+
+
+def test_a_broken_character_in_a_header_is_a_clear_error(loader_url, sheets, ds_client):
+    set_rows(sheets, ["a", "x", "en"], header=["id", "ti\ud800tle", "lang"])
+    response = trigger(loader_url)
+    assert response.status_code == 422
+    assert "header cell B1" in response.json()["error"]
+    assert list(ds_client.query(kind=KIND).fetch()) == []
+
+
+def test_an_entity_edited_by_hand_is_reported_and_the_rest_runs(loader_url, sheets, ds_client):
+    set_rows(sheets, ["edited", "x", "en"], ["other", "y", "en"])
+    trigger(loader_url)
+    row = entity(ds_client, "edited")
+    row.update(status="pending")
+    ds_client.put(row)
+    set_rows(sheets, ["edited", "x", "en"], ["other", "y", "en"], ["new", "z", "en"])
+    response = trigger(loader_url)
+    assert response.status_code == 200
+    summary = response.json()
+    assert summary["new"] == 1
+    [invalid] = summary["invalid"]
+    assert invalid["row_id"] == "edited"
+    assert "'pending' is not one of" in invalid["reason"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -17,10 +18,15 @@ from local import dify_standin as dify
 from local.cloud_tasks_standin import CloudTasksStandIn
 from local.emulator import free_port
 from local.secret_manager_standin import SecretManagerStandIn
+from shared import wiring
+from shared.dify import WorkflowClient
+from shared.errors import CapacityError
 from shared.model import KIND, NewRow
 from shared.queue_control import PAUSE_KIND
+from shared.secrets import ApiKey
 from shared.store import StatusStore
 from tests.conftest import PROJECT
+from tests.support.proxy import FaultyProxy
 from tests.support.servers import serve_function
 
 pytestmark = pytest.mark.emulator
@@ -361,7 +367,10 @@ def test_a_row_under_a_live_claim_is_left_alone(worker_url, store, ds_client, di
     lease = datetime.now(UTC) + timedelta(minutes=5)
     row.update(status="PROCESSING", attempts=1, claim_id="someone", lease_expires_at=lease)
     ds_client.put(row)
-    assert deliver(worker_url).json()["outcome"] == "duplicate"
+    response = deliver(worker_url)
+    # The task is kept (500: retried with backoff, the queue not slowed), so that if the
+    # claim's holder died, this task finishes the row once the lease has passed.
+    assert (response.status_code, response.json()["outcome"]) == (500, "busy")
     assert entity(ds_client)["claim_id"] == "someone"
     assert dify_server.run_calls() == []
 
@@ -422,9 +431,11 @@ def test_concurrent_deliveries_of_one_task_run_the_workflow_once(
             t.start()
         for t in threads:
             t.join()
-    outcomes = sorted(a.json()["outcome"] for a in answers)
-    assert outcomes == ["duplicate"] * 11 + ["succeeded"]
-    assert all(a.status_code == 200 for a in answers)
+        outcomes = sorted((a.json()["outcome"], a.status_code) for a in answers)
+        assert outcomes == [("busy", 500)] * 11 + [("succeeded", 200)]
+        # Their retries find the row finished and end.
+        retry = deliver(url)
+        assert (retry.status_code, retry.json()["outcome"]) == (200, "duplicate")
     assert len(dify_server.run_calls()) == 1
     row = entity(ds_client)
     assert (row["status"], row["attempts"]) == ("SUCCESS", 1)
@@ -701,3 +712,234 @@ def test_after_a_401_the_key_is_read_again_from_secret_manager(
     ]
     row = entity(ds_client)
     assert (row["status"], row["attempts"]) == ("SUCCESS", 1)
+
+
+# -- hardening: no key leaked, no row stuck, no run paid twice --------------------------------
+
+
+def test_a_key_with_a_control_character_in_secret_manager_is_refused_by_name(
+    monkeypatch, worker_env, store, ds_client, dify_server, capsys
+):
+    pasted = "app-pasted\r\nkey-0123456789"
+    secrets = SecretManagerStandIn({"dify-api-key": pasted}).start()
+    try:
+        monkeypatch.delenv("DIFY_API_KEY")
+        monkeypatch.setenv("DIFY_API_KEY_SECRET_ID", "dify-api-key")
+        monkeypatch.setenv("SECRET_MANAGER_EMULATOR_HOST", secrets.host)
+        add_row(store)
+        with serve_function("worker/main.py", "process_row") as url:
+            response = deliver(url)
+    finally:
+        secrets.stop()
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert "dify-api-key (DIFY_API_KEY_SECRET_ID)" in error
+    assert "line break" in error
+    for part in ("app-pasted", "key-0123456789"):
+        assert part not in error
+        assert part not in capsys.readouterr().out
+        assert part not in json.dumps(dict(entity(ds_client)), default=str)
+    assert dify_server.run_calls() == []
+
+
+def test_an_answer_that_echoes_the_key_is_scrubbed_everywhere(
+    worker_url, store, ds_client, dify_server, capsys
+):
+    """Whatever produced the text (here a hostile server quoting the header back), the key never
+    reaches the stored row, the log or the answer."""
+    add_row(store, "a")
+    add_row(store, "b")
+    dify_server.script(
+        dify.http_error(400, "invalid_param", f"bad header Authorization: Bearer {KEY}"),
+        dify.finish(status="failed", error=f"node saw key {KEY}"),
+    )
+    answers = [deliver(worker_url, {"id": i}) for i in ("a", "b")]
+    out = capsys.readouterr().out
+    for row_id, answer in zip(("a", "b"), answers, strict=True):
+        stored = json.dumps(dict(entity(ds_client, row_id)), default=str)
+        assert "[redacted]" in stored
+        assert KEY not in stored
+        assert KEY not in answer.text
+    assert KEY not in out
+    assert "[redacted]" in out
+
+
+def test_a_result_is_written_after_datastore_comes_back_within_the_lease(
+    monkeypatch, worker_env, emulator_host, store, ds_client, dify_server
+):
+    """Datastore drops out while the run finishes: the write is retried within the lease,
+    and the run is recorded once, not lost and not repeated."""
+    proxy = FaultyProxy(emulator_host)
+    monkeypatch.setenv("DATASTORE_EMULATOR_HOST", proxy.host)
+
+    def outage_during_run(h, body):
+        proxy.cut()
+        threading.Timer(2.0, proxy.restore).start()
+        dify.finish({"answer": "kept"}).write(h, body)
+
+    add_row(store)
+    dify_server.script(dify.Reply(outage_during_run, "outage"))
+    try:
+        with serve_function("worker/main.py", "process_row") as url:
+            response = deliver(url)
+    finally:
+        proxy.stop()
+    assert (response.status_code, response.json()["outcome"]) == (200, "succeeded")
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("SUCCESS", 1)
+    assert json.loads(row["result"]) == {"answer": "kept"}
+    assert len(dify_server.run_calls()) == 1
+
+
+def test_a_trickling_blocking_answer_is_cut_at_the_deadline(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", "blocking")
+    add_row(store)
+    dify_server.script(dify.trickle(30))  # a byte every 0.25 s: no single read times out
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert response.status_code == 500
+    assert entity(ds_client)["error"].startswith("timeout:")
+    wait_until(lambda: dify_server.trickle_cut)  # the worker left long before the 30 s
+
+
+@pytest.mark.parametrize(
+    ("chunks", "text"),
+    [(2000, "토큰 " * 20), (1, "긴 " * 30_000)],
+    ids=["many-small", "one-large"],
+)
+def test_progress_events_do_not_count_against_the_size_cap(
+    monkeypatch, worker_env, store, ds_client, dify_server, chunks, text
+):
+    monkeypatch.setenv("DIFY_MAX_RESPONSE_BYTES", "20000")
+    add_row(store)
+    # 200 KB of text chunks, or one 120 KB chunk: past the cap, yet the outputs are small.
+    dify_server.script(dify.chatty(chunks, text, {"answer": "short"}))
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url).json()["outcome"] == "succeeded"
+    assert json.loads(entity(ds_client)["result"]) == {"answer": "short"}
+
+
+def test_a_final_event_over_the_cap_fails_the_row_and_stops_the_run(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    monkeypatch.setenv("DIFY_MAX_RESPONSE_BYTES", "20000")
+    add_row(store)
+    dify_server.script(dify.finish({"text": "x" * 50_000}))
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url).status_code == 200
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("FAILED", 1)
+    assert row["error"].startswith("response_too_large:")
+    assert len(dify_server.stop_calls()) == 1
+
+
+@pytest.mark.parametrize("mode", ["blocking", "streaming"])
+def test_values_datastore_cannot_take_are_stored_as_best_they_can(
+    monkeypatch, worker_env, store, ds_client, dify_server, mode
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", mode)
+    add_row(store)
+    # Half an emoji from a code node, NaN tokens, an elapsed time past any float.
+    dify_server.script(
+        dify.finish_raw(
+            '{"status": "succeeded", "outputs": {"text": "cut \\ud83d emoji"}, '
+            '"total_tokens": NaN, "elapsed_time": 1e400}'
+        )
+    )
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url).json()["outcome"] == "succeeded"
+    row = entity(ds_client)
+    assert json.loads(row["result"]) == {"text": "cut \ufffd emoji"}
+    assert (row["total_tokens"], row["elapsed_time"]) == (None, None)
+    assert len(dify_server.run_calls()) == 1
+
+
+@pytest.mark.parametrize("mode", ["blocking", "streaming"])
+def test_json_nested_too_deep_fails_once_instead_of_rerunning(
+    monkeypatch, worker_env, store, ds_client, dify_server, mode
+):
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", mode)
+    add_row(store)
+    deep = "[" * 100_000 + "]" * 100_000
+    dify_server.script(dify.finish_raw(f'{{"status": "succeeded", "outputs": {{"x": {deep}}}}}'))
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "failed")
+    assert entity(ds_client)["error"].startswith("malformed:")
+    assert len(dify_server.run_calls()) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "answered"), [("²", None), ("999999999999999999999999", "3600")]
+)
+def test_a_strange_retry_after_is_ignored_or_capped(
+    worker_url, store, ds_client, dify_server, header, answered
+):
+    add_row(store)
+    dify_server.script(dify.http_error(429, "too_many_requests", "slow", retry_after=header))
+    response = deliver(worker_url)
+    assert response.status_code == (429 if answered else 503)
+    assert response.headers.get("Retry-After") == answered
+    assert entity(ds_client)["status"] == "PENDING"
+
+
+def test_an_entity_edited_by_hand_is_left_alone_with_the_reason(
+    worker_url, store, ds_client, dify_server
+):
+    add_row(store)
+    row = entity(ds_client)
+    row.update(status="pending")
+    ds_client.put(row)
+    response = deliver(worker_url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "missing")
+    assert "'pending' is not one of PENDING" in response.json()["detail"]
+    assert dify_server.run_calls() == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"id": "\\ud800"}', b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b"}", b"[" * 100_000],
+    ids=["lone-surrogate", "deep-id", "deep-body"],
+)
+def test_hostile_bodies_get_a_json_400(worker_url, store, dify_server, raw):
+    response = deliver(worker_url, raw=raw)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]
+
+
+def test_waiting_for_a_local_connection_is_not_charged(dify_server):
+    """With every pooled connection busy, a call fails as 'Dify busy' (uncharged), not as the
+    row's own timeout."""
+    dify_server.script(dify.hang(2))
+    client = WorkflowClient(
+        http=httpx.Client(limits=httpx.Limits(max_connections=1)),
+        endpoint=dify_server.url,
+        api_key=ApiKey(read=lambda: KEY),
+        response_mode="blocking",
+        user="u",
+        timeout_s=10,
+        max_response_bytes=10**6,
+        pool_timeout_s=0.2,
+    )
+    holder = threading.Thread(target=client.run, args=({"a": 1},))
+    holder.start()
+    wait_until(lambda: dify_server.in_flight == 1)
+    with pytest.raises(CapacityError) as caught:
+        client.run({"b": 2})
+    holder.join()
+    assert caught.value.code == "connections_busy"
+
+
+def test_the_pool_has_a_connection_for_every_thread(monkeypatch):
+    pool = wiring.http_client(100)
+    assert pool._transport._pool._max_connections >= 100
+
+
+def wait_until(predicate, seconds: float = 30.0) -> None:
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.05)

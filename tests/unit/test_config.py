@@ -101,3 +101,36 @@ def test_the_loader_needs_an_invoker_account_for_real_cloud_tasks(monkeypatch):
         load(LoaderSettings)
     monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", "127.0.0.1:1")
     assert load(LoaderSettings).queue_path == "projects/p/locations/asia-northeast3/queues/q"
+
+
+@pytest.mark.parametrize(
+    "key", ["app-sec\rret-0123", "app-sec ret-0123", "app-sec\tret-0123", "app-sécret-0123"]
+)
+def test_a_key_that_cannot_be_a_header_is_refused_by_name_never_by_value(monkeypatch, key):
+    set_env(monkeypatch, {**WORKER, "DIFY_API_KEY": key})
+    with pytest.raises(ConfigError) as caught:
+        load(WorkerSettings)
+    assert "DIFY_API_KEY holds" in caught.value.message
+    assert "ret-0123" not in caught.value.message
+
+
+def test_surrounding_whitespace_of_a_key_is_dropped(monkeypatch):
+    set_env(monkeypatch, {**WORKER, "DIFY_API_KEY": "  app-secret-value\n"})
+    assert load(WorkerSettings).dify_api_key.get_secret_value() == "app-secret-value"
+
+
+def test_a_key_pasted_as_the_secret_id_is_refused_without_showing_it(monkeypatch):
+    set_env(
+        monkeypatch,
+        {**WORKER, "DIFY_API_KEY": "", "DIFY_API_KEY_SECRET_ID": "app-Zk3PqL9xv2MnB7"},
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(WorkerSettings)
+    assert "DIFY_API_KEY_SECRET_ID holds what looks like a Dify API key" in caught.value.message
+    assert "Zk3PqL9xv2MnB7" not in caught.value.message
+
+
+def test_the_workers_queue_settings_go_together(monkeypatch):
+    set_env(monkeypatch, {**WORKER, "TASKS_QUEUE": "rows"})
+    with pytest.raises(ConfigError, match="TASKS_LOCATION and TASKS_QUEUE go together"):
+        load(WorkerSettings)

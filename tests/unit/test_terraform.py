@@ -275,3 +275,9 @@ def test_the_queue_leaves_room_for_uncharged_deliveries():
     allowed = evaluate(queue["retry_config"][0]["max_attempts"], values)
     assert allowed == values["max_attempts"] + values["uncharged_deliveries"]
     assert values["uncharged_deliveries"] >= 10
+
+
+def test_a_dify_key_cannot_be_passed_as_the_secret_id():
+    validations = variables()["dify_api_key_secret_id"]["validation"]
+    conditions = [v["condition"] for v in validations]
+    assert any("app-" in c for c in conditions)

@@ -122,6 +122,11 @@ variable "dify_api_key_secret_id" {
     condition     = can(regex("^[A-Za-z0-9_-]{1,255}$", var.dify_api_key_secret_id))
     error_message = "dify_api_key_secret_id must be a secret id: letters, digits, - and _."
   }
+  # A Dify key pasted here would be stored in Terraform state and quoted in error messages.
+  validation {
+    condition     = !startswith(lower(var.dify_api_key_secret_id), "app-")
+    error_message = "dify_api_key_secret_id looks like a Dify API key (app-...), not a secret id: store the key with `gcloud secrets create dify-api-key --data-file=-` and pass the secret's id."
+  }
 }
 
 variable "dify_api_timeout_minutes" {
