@@ -13,7 +13,7 @@ TASKS_STANDIN_PORT ?= 8123
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test test-unit lint fmt setup run-emulator stop-emulator \
+.PHONY: help install lock test test-unit lint fmt setup demo run-local run-emulator stop-emulator \
 	run-dify-standin run-worker test-worker run-sheets-standin run-tasks-standin run-loader \
 	test-loader bench tf-fmt tf-check tf-validate clean
 
@@ -21,16 +21,21 @@ help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
 
-install: ## Create .venv and install the pinned dependencies (requirements-dev.txt)
+install: ## Create .venv, install the pinned dependencies and the `dify-batch` command
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q --require-hashes -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	@touch $(VENV)/.installed
 	@command -v gcloud >/dev/null || echo "note: gcloud is not on PATH; emulator tests will be skipped"
+
+$(VENV)/.installed: requirements-dev.txt pyproject.toml
+	@$(MAKE) --no-print-directory install
 
 lock: ## Re-pin requirements.txt (functions) and requirements-dev.txt from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -q -o requirements.txt
-	$(VENV)/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes -q -o requirements-dev.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --group dev --extra cli --python-version 3.11 --generate-hashes -q -o requirements-dev.txt
 
 test: ## Run the whole test suite (starts its own Firestore emulator)
 	$(VENV)/bin/pytest
@@ -41,12 +46,18 @@ test-unit: ## Run only the pure-logic unit tests (no emulator, under a second)
 lint: ## ruff (lint + format check) and mypy on the source
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared loader worker local
+	$(VENV)/bin/mypy shared loader worker local cli
 
 fmt: ## Format the Python code and the Terraform
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 	terraform fmt -recursive terraform
+
+demo: $(VENV)/.installed ## Run the whole batch locally on the sample sheet (or CSV=path/to/sheet.csv)
+	@$(PY) -m local.demo $(if $(CSV),--csv "$(CSV)")
+
+run-local: $(VENV)/.installed .env ## Start the whole local stack on .env's ports and keep it up (Ctrl+C stops it)
+	@$(PY) -m local.run_local $(if $(CSV),--csv "$(CSV)")
 
 setup: ## Create .env from .env.example (kept if it exists)
 	@if [ -f .env ]; then echo ".env exists; left as it is"; else cp .env.example .env && echo "created .env from .env.example: edit it for a real sheet and Dify app"; fi
@@ -72,12 +83,14 @@ run-dify-standin: ## Serve the local Dify stand-in (test/demo tool) on DIFY_STAN
 	$(PY) -m local.dify_standin --port $(DIFY_STANDIN_PORT) --latency 1
 
 run-worker: .env ## Serve the worker (process_row) with functions-framework on WORKER_PORT
+	@$(RUN) $(PY) -m local.describe worker --port $(WORKER_PORT)
 	$(RUN) $(VENV)/bin/functions-framework --source worker/main.py --target process_row --port $(WORKER_PORT)
 
 test-worker: .env ## Create a sample PENDING row, send it to the local worker, print the outcome
 	$(RUN) $(PY) -m local.send_task --worker-url http://127.0.0.1:$(WORKER_PORT)
 
 run-loader: .env ## Serve the loader (load_sheet) on LOADER_PORT; starts the Sheets/Tasks stand-ins .env points at
+	@$(RUN) $(PY) -m local.describe loader --port $(LOADER_PORT)
 	$(RUN) $(PY) -m local.run_loader --port $(LOADER_PORT)
 
 test-loader: .env ## Trigger the local loader, print its summary, follow the rows' statuses

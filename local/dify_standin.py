@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
 import threading
 import time
 import uuid
@@ -86,7 +87,7 @@ def finish(
                     "data": {"id": run_id, "workflow_id": "standin-workflow"},
                 }
             )
-            h.run_for(h.server.stand_in.latency + delay)
+            h.run_for(h.server.stand_in.run_seconds() + delay)
             h.server.stand_in.complete(run_id, data)
             h.event({"event": "node_finished", "task_id": task_id, "data": {"node_id": "llm"}})
             h.event({"event": "future_event_nobody_knows", "data": {}})
@@ -99,7 +100,7 @@ def finish(
                 }
             )
         else:
-            h.pause(h.server.stand_in.latency + delay)
+            h.pause(h.server.stand_in.run_seconds() + delay)
             h.server.stand_in.complete(run_id, data)
             h.send_json(200, {"workflow_run_id": run_id, "task_id": task_id, "data": data})
 
@@ -361,6 +362,31 @@ def trickle(seconds: float, *, every: float = 0.25) -> Reply:
     return Reply(write, "trickle")
 
 
+def demo_reply() -> Reply:
+    """The demo's workflow: `title` is required (an empty one is refused as Dify refuses a
+    missing required variable); a title that mentions a rate limit meets the model provider's
+    rate limit once (a transient failure, retried); every other row is answered."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        inputs = body.get("inputs") or {}
+        title = str(inputs.get("title") or "").strip()
+        stand_in = h.server.stand_in
+        if not title:
+            http_error(400, "invalid_param", "title is required in input form").write(h, body)
+            return
+        if "rate limit" in title.lower() and stand_in.first_time(title):
+            upstream_error("rate_limit").write(h, body)
+            return
+        answer = {
+            "answer": f"[Dify stand-in] {title} → {len(title)} characters, language "
+            f"{inputs.get('language') or '?'}",
+            "words": len(title.split()),
+        }
+        finish(answer).write(h, body)
+
+    return Reply(write, "demo")
+
+
 def echo(body: dict[str, Any]) -> dict[str, Any]:
     inputs = body.get("inputs") or {}
     return {"text": "processed: " + json.dumps(inputs, ensure_ascii=False), "inputs": inputs}
@@ -519,6 +545,7 @@ class DifyStandIn:
 
     api_key: str | None = "app-standin-key"
     latency: float = 0.0  # how long a finished run takes
+    latency_jitter: float = 0.0  # ± this much, at random
     ping_interval: float = 10.0
     max_active_requests: int = 0  # 0: unlimited, Dify's self-hosted default
     limit_status: int = 400  # how a refusal past the limit is answered: 400 (1.x) or 429
@@ -533,6 +560,7 @@ class DifyStandIn:
     trickle_cut: bool = False  # a trickled answer was abandoned by the client
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> detail
     _task_runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # task -> (run, user)
+    _seen: set[str] = field(default_factory=set)
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> DifyStandIn:
         server = _Server((host, port), _RequestHandler)
@@ -565,6 +593,18 @@ class DifyStandIn:
     def next_reply(self) -> Reply:
         with self._lock:
             return self.replies.popleft() if self.replies else self.behaviour()
+
+    def run_seconds(self) -> float:
+        if not self.latency_jitter:
+            return self.latency
+        jitter = random.uniform(-self.latency_jitter, self.latency_jitter)  # noqa: S311 - timing
+        return max(0.0, self.latency + jitter)
+
+    def first_time(self, key: str) -> bool:
+        with self._lock:
+            seen = key in self._seen
+            self._seen.add(key)
+            return not seen
 
     def take_slot(self) -> bool:
         with self._lock:

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 COMPONENT_HINT = (
     "the Firestore emulator needs the gcloud CLI with its emulator component: "
@@ -44,15 +45,40 @@ class Emulator:
     process: subprocess.Popen[bytes] | None
 
     def stop(self) -> None:
-        """Stop gcloud and the Java process it started (its whole process group)."""
-        if self.process is None or self.process.poll() is not None:
+        """Stop gcloud and the Java process it started (its whole process group), and wait
+        until every process of the group is gone: Java may outlive gcloud for a moment."""
+        if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+        group = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _group_alive(group):
+            self.process.poll()  # reap gcloud itself, or it stays a zombie of the group
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+            time.sleep(0.1)
+        self.process.poll()
+
+
+def _group_alive(group: int) -> bool:
+    """Whether any process other than a zombie is left in the process group."""
+    for stat in _proc_stats():
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
+            return True
+    return False
+
+
+def _proc_stats() -> list[str]:
+    stats = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stats.append(Path(entry.path, "stat").read_text(errors="replace"))
+    return stats
 
 
 def start(

@@ -10,7 +10,7 @@ import uuid
 
 import httpx
 
-from local.devtools import emulator_client
+from local.devtools import emulator_client, reachable_or_exit
 from shared.model import KIND, NewRow
 from shared.store import StatusStore
 
@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--id", default=None, help="row id (default: a new sample-… id)")
     args = parser.parse_args()
     client = emulator_client("test-worker")
+    reachable_or_exit(args.worker_url, "the worker", "make run-worker` (or `make run-local")
     row_id = args.id or f"sample-{uuid.uuid4().hex[:8]}"
     inputs = {"title": "고양이는 왜 상자를 좋아할까? 🐱", "language": "ko"}
     StatusStore(client=client).insert_new([NewRow(row_id, inputs, "sample", 0)])

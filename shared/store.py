@@ -183,7 +183,7 @@ class StatusStore:
     def client(self) -> datastore.Client:
         return self._client
 
-    def _key(self, row_id: str) -> datastore.Key:
+    def key(self, row_id: str) -> datastore.Key:
         key: datastore.Key = self._client.key(KIND, row_id)
         return key
 
@@ -218,7 +218,7 @@ class StatusStore:
         """
 
         def look() -> Claim | None:
-            entity = self._client.get(self._key(row_id))
+            entity = self._client.get(self.key(row_id))
             try:
                 row = to_stored_row(entity) if entity is not None else None
             except BadEntity as bad:
@@ -227,7 +227,7 @@ class StatusStore:
             return None if verdict is ClaimVerdict.CLAIM else Claim(verdict, row)
 
         def work(txn: datastore.Transaction) -> Claim:
-            entity = self._client.get(self._key(row_id), transaction=txn)
+            entity = self._client.get(self.key(row_id), transaction=txn)
             try:
                 row = to_stored_row(entity) if entity is not None else None
             except BadEntity as bad:
@@ -266,7 +266,7 @@ class StatusStore:
         """
 
         def work(txn: datastore.Transaction) -> bool:
-            entity = self._client.get(self._key(row_id), transaction=txn)
+            entity = self._client.get(self.key(row_id), transaction=txn)
             if entity is None:
                 return False
             if claim_id is not None and (
@@ -301,7 +301,7 @@ class StatusStore:
         found: dict[str, StoredRow] = {}
         bad: dict[str, str] = {}
         for batch in chunked(row_ids, LOOKUP_BATCH):
-            keys = [self._key(row_id) for row_id in batch]
+            keys = [self.key(row_id) for row_id in batch]
             entities: list[datastore.Entity] = self._retrying(
                 lambda keys=keys: self._client.get_multi(keys)  # type: ignore[misc]
             )
@@ -328,7 +328,7 @@ class StatusStore:
         ):
 
             def work(txn: datastore.Transaction, batch: Sequence[NewRow] = batch) -> list[str]:
-                keys = [self._key(r.row_id) for r in batch]
+                keys = [self.key(r.row_id) for r in batch]
                 existing = {e.key.name for e in self._client.get_multi(keys, transaction=txn)}
                 now = self._clock()
                 fresh = [r for r in batch if r.row_id not in existing]
@@ -343,7 +343,7 @@ class StatusStore:
         return created
 
     def _new_entity(self, row: NewRow, now: datetime) -> datastore.Entity:
-        entity = datastore.Entity(self._key(row.row_id), exclude_from_indexes=UNINDEXED)
+        entity = datastore.Entity(self.key(row.row_id), exclude_from_indexes=UNINDEXED)
         entity.update(
             status=Status.PENDING.value,
             inputs=json.dumps(row.inputs, ensure_ascii=False),
@@ -377,7 +377,7 @@ class StatusStore:
 
             def work(txn: datastore.Transaction, batch: Sequence[Transition] = batch) -> list[str]:
                 by_id = {t.row_id: t for t in batch}
-                entities = self._client.get_multi([self._key(i) for i in by_id], transaction=txn)
+                entities = self._client.get_multi([self.key(i) for i in by_id], transaction=txn)
                 now = self._clock()
                 changed = []
                 for entity in entities:
@@ -423,3 +423,80 @@ def _still_as_expected(entity: datastore.Entity, t: Transition) -> bool:
         lease = entity.get("lease_expires_at")
         return lease is None or lease <= t.lease_expired_before
     return True
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What the operator's `status` shows: counts, recent pace, usage."""
+
+    counts: dict[str, int]  # status -> rows
+    finished_recently: int  # rows that reached SUCCESS/FAILED within the window
+    total_tokens: int
+    workflow_seconds: float
+
+
+class StatusReport:
+    """Read-only views of the status entities for the operator's tools (status, watch,
+    export). Aggregation queries and single-property filters use Datastore's built-in
+    indexes; the two ordered-and-filtered queries use the composite indexes Terraform makes."""
+
+    def __init__(self, *, client: datastore.Client, clock: Callable[[], datetime] = utcnow) -> None:
+        self._client = client
+        self._clock = clock
+
+    def _query(self, status: str | None = None) -> Any:
+        query = self._client.query(kind=KIND)
+        if status is not None:
+            query.add_filter(filter=datastore.query.PropertyFilter("status", "=", status))
+        return query
+
+    def _aggregate(self, query: Any, build: Callable[[Any], Any]) -> dict[str, Any]:
+        results = build(self._client.aggregation_query(query)).fetch()
+        return {r.alias: r.value for batch in results for r in batch}
+
+    def totals(self, *, window: timedelta) -> Totals:
+        counts = {
+            s.value: int(self._aggregate(self._query(s.value), lambda a: a.count(alias="n"))["n"])
+            for s in Status
+        }
+        recent = self._client.query(kind=KIND)
+        recent.add_filter(
+            filter=datastore.query.PropertyFilter("finished_at", ">=", self._clock() - window)
+        )
+        finished = self._aggregate(recent, lambda a: a.count(alias="n"))["n"]
+        sums = self._aggregate(
+            self._client.query(kind=KIND),
+            lambda a: a.sum("total_tokens", alias="tokens").sum("elapsed_time", alias="time"),
+        )
+        return Totals(
+            counts=counts,
+            finished_recently=int(finished),
+            total_tokens=int(sums.get("tokens") or 0),
+            workflow_seconds=float(sums.get("time") or 0.0),
+        )
+
+    def latest_failures(self, limit: int) -> list[dict[str, Any]]:
+        query = self._query(Status.FAILED.value)
+        query.order = ["-finished_at"]
+        return [_plain(e) for e in query.fetch(limit=limit)]
+
+    def rows(
+        self, *, status: str | None = None, by_row: bool = True, page_size: int = 500
+    ) -> Iterator[dict[str, Any]]:
+        """Every row, one page at a time (memory stays at a page whatever the total)."""
+        query = self._query(status)
+        if by_row:
+            query.order = ["row_number"]
+        cursor = None
+        while True:
+            page_iter = query.fetch(limit=page_size, start_cursor=cursor)
+            page = next(page_iter.pages, None)
+            entities = list(page) if page is not None else []
+            yield from (_plain(e) for e in entities)
+            cursor = page_iter.next_page_token
+            if len(entities) < page_size or cursor is None:
+                return
+
+
+def _plain(entity: datastore.Entity) -> dict[str, Any]:
+    return {"id": entity.key.name, **dict(entity)}

@@ -281,3 +281,10 @@ def test_a_dify_key_cannot_be_passed_as_the_secret_id():
     validations = variables()["dify_api_key_secret_id"]["validation"]
     conditions = [v["condition"] for v in validations]
     assert any("app-" in c for c in conditions)
+
+
+def test_the_operators_ordered_queries_have_their_composite_indexes():
+    [index] = resources("google_firestore_index").values()
+    assert unquote(index["collection"]) == "dify_batch_process_status"
+    assert unquote(index["api_scope"]) == "DATASTORE_MODE_API"
+    assert {unquote(v) for v in index["for_each"].values()} == {"finished_at", "row_number"}

@@ -12,3 +12,30 @@ resource "google_firestore_database" "default" {
 
   depends_on = [google_project_service.apis]
 }
+
+# Composite indexes for the operator's command line (`dify-batch status` lists the latest
+# failures; `dify-batch export --status` orders one status by sheet row). Every other query
+# (counts by status, the loader's recovery of expired claims) uses the built-in indexes.
+resource "google_firestore_index" "status_queries" {
+  for_each = {
+    latest_failures = "finished_at"
+    export_by_row   = "row_number"
+  }
+
+  project     = var.project_id
+  database    = "(default)"
+  collection  = "dify_batch_process_status"
+  api_scope   = "DATASTORE_MODE_API"
+  query_scope = "COLLECTION_GROUP"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = each.value
+    order      = each.key == "latest_failures" ? "DESCENDING" : "ASCENDING"
+  }
+
+  depends_on = [google_firestore_database.default, google_project_service.apis]
+}

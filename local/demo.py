@@ -1,0 +1,148 @@
+"""`make demo`: the whole batch on this machine, in one command.
+
+Starts the emulator, the stand-ins (Sheets with the sample sheet or CSV=..., Cloud Tasks, and
+a clearly labelled Dify stand-in, unless .env names a real sheet or Dify), the worker and the
+loader as real functions-framework processes; triggers the loader, shows the progress until
+every row is final, prints a summary, writes every row's result under results/, and stops
+everything it started, also on Ctrl+C or failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+from google.cloud import datastore
+from rich.console import Console
+from rich.table import Table
+
+from cli.export import write_csv
+from cli.render import follow
+from local.sheets_standin import SAMPLE_CSV
+from local.stack import ROOT, Stack
+from shared.progress import Progress, duration, progress
+from shared.store import StatusReport
+
+
+def _interrupt(*_: Any) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--csv", type=Path, default=SAMPLE_CSV, help="the sheet to run")
+    parser.add_argument("--concurrency", type=int, default=5, help="rows at once (the cap)")
+    parser.add_argument("--latency", type=float, default=1.0, help="the Dify stand-in's s/run")
+    parser.add_argument("--timeout", type=float, default=600, help="give up after this many s")
+    args = parser.parse_args()
+    if not args.csv.is_file():
+        print(f"no such CSV file: {args.csv}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    console = Console()
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stack = Stack(
+        csv=args.csv.resolve(),
+        namespace=f"demo-{stamp}",
+        max_concurrent=args.concurrency,
+        dify_latency=args.latency,
+    )
+    started = time.monotonic()
+    try:
+        console.rule("[bold]dify-batch-processor demo")
+        stack.start()
+        return _run(stack, console, stamp, started, args.timeout)
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: stopping everything the demo started")
+        return 130
+    except RuntimeError as exc:  # a component that would not start says why
+        console.print(f"[red]the demo could not run:[/] {exc}")
+        return 1
+    finally:
+        stack.stop()
+        console.print("stopped: emulator, stand-ins, worker and loader")
+
+
+def _run(stack: Stack, console: Console, stamp: str, started: float, timeout: float) -> int:
+    os.environ["DATASTORE_EMULATOR_HOST"] = stack.env["DATASTORE_EMULATOR_HOST"]
+    answer = httpx.post(stack.env["LOADER_URL"], timeout=600)
+    summary = answer.json()
+    if answer.status_code != 200:
+        console.print(f"[red]the loader answered HTTP {answer.status_code}:[/] {summary}")
+        return 1
+    console.print(
+        f"loader: {summary['rows_read']} rows read, {summary['new']} new, "
+        f"{summary['tasks_created']} tasks created, {summary['invalid_count']} invalid, "
+        f"{summary['duplicate_count']} duplicate ids"
+    )
+    client = datastore.Client(
+        project=stack.env["GOOGLE_CLOUD_PROJECT"], namespace=stack.env["DATASTORE_NAMESPACE"]
+    )
+    report = StatusReport(client=client)
+    window = 30.0
+    deadline = time.monotonic() + timeout
+
+    def read() -> Progress:
+        totals = report.totals(window=timedelta(seconds=window))
+        return progress(
+            totals.counts,
+            finished_recently=totals.finished_recently,
+            window_s=window,
+            total_tokens=totals.total_tokens,
+            workflow_seconds=totals.workflow_seconds,
+        )
+
+    last = follow(read, console, until=lambda p: p.settled or time.monotonic() > deadline)
+    elapsed = time.monotonic() - started
+    _summary(console, last, elapsed, report)
+    results = ROOT / "results" / f"demo-{stamp}.csv"
+    results.parent.mkdir(exist_ok=True)
+    with results.open("w", encoding="utf-8", newline="") as out:
+        count = write_csv(report.rows(by_row=True), out, sheet_columns=stack.header)
+    console.print(f"results: {count} rows written to {results.relative_to(ROOT)}")
+    if not last.settled:
+        console.print(f"[red]gave up after {timeout:g} s with rows still waiting or running[/]")
+        return 1
+    return 0
+
+
+def _summary(console: Console, p: Progress, elapsed: float, report: StatusReport) -> None:
+    table = Table(title="Demo summary")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_row("[green]SUCCESS[/]", str(p.succeeded))
+    table.add_row("[red]FAILED[/]", str(p.failed))
+    if not p.settled:
+        table.add_row("still waiting or running", str(p.waiting + p.running))
+    table.add_section()
+    table.add_row("tokens (as Dify reported them)", f"{p.total_tokens:,}")
+    table.add_row("workflow time, summed", duration(p.workflow_seconds))
+    table.add_row("wall time, start to finish", duration(elapsed))
+    console.print(table)
+    failures = report.latest_failures(20)
+    if failures:
+        failed = Table(title="Failed rows and why", show_lines=True)
+        failed.add_column("row", justify="right")
+        failed.add_column("id")
+        failed.add_column("error", overflow="fold")
+        for row in failures:
+            failed.add_row(str(row.get("row_number") or ""), str(row["id"]), str(row["error"]))
+        console.print(failed)
+    retried = [
+        r for r in report.rows(status="SUCCESS", by_row=False) if (r.get("attempts") or 0) > 1
+    ]
+    for row in retried:
+        console.print(
+            f"row {row.get('row_number')} ({row['id']}) succeeded after {row['attempts']} attempts"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

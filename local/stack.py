@@ -1,0 +1,239 @@
+"""The whole system on one machine (demo and manual work only, never deployed): the Firestore
+emulator, the Sheets, Cloud Tasks and Dify STAND-INS, and the worker and loader as real
+functions-framework processes. Everything it starts, it stops (also on Ctrl+C and errors).
+
+Where `.env` configures a real sheet (SPREADSHEET_ID other than `sample`, SHEETS_API_ENDPOINT
+unset) or a real Dify (DIFY_API_ENDPOINT not on this machine, with DIFY_API_KEY), those are
+used instead of the stand-ins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from local import emulator as emu
+from local.cloud_tasks_standin import CloudTasksStandIn
+from local.dify_standin import DifyStandIn, demo_reply
+from local.sheets_standin import SheetsStandIn, read_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+STANDIN_KEY = "app-standin-key"
+PROJECT = "local-project"
+LOCATION = "asia-northeast3"
+QUEUE = "dify-batch-processor"
+
+
+@dataclass
+class Ports:
+    """0 picks a free port (the demo); run-local uses the fixed ones .env points at."""
+
+    emulator: int = 0
+    worker: int = 0
+    loader: int = 0
+    dify: int = 0
+    sheets: int = 0
+    tasks: int = 0
+
+
+def free(port: int) -> int:
+    return port or emu.free_port()
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Stack:
+    csv: Path
+    namespace: str
+    ports: Ports = field(default_factory=Ports)
+    max_concurrent: int = 5
+    dify_latency: float = 1.0
+    env_file: Path = ROOT / ".env"
+    log_dir: Path = ROOT / ".run"
+    quiet: bool = False
+    # Filled in by start():
+    env: dict[str, str] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)
+    _emulator: emu.Emulator | None = None
+    _processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    _standins: list[Any] = field(default_factory=list)
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+        if not self.quiet:
+            print(line, flush=True)
+
+    # -- starting ---------------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        """Start everything; on any failure stop what was started and raise."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.log_dir.mkdir(exist_ok=True)
+        dotenv = (
+            {k: v for k, v in dotenv_values(self.env_file).items() if v}
+            if (self.env_file.exists())
+            else {}
+        )
+        p = self.ports
+        emulator_port = free(p.emulator)
+        self._emulator = emu.start(emulator_port, log_path=str(self.log_dir / "emulator.log"))
+        self.say(
+            f"Firestore emulator (Datastore mode): {self._emulator.host} "
+            f"(namespace {self.namespace}; it keeps no data after it stops)"
+        )
+        worker_port, loader_port = free(p.worker), free(p.loader)
+        env: dict[str, str] = {
+            "GOOGLE_CLOUD_PROJECT": dotenv.get("GOOGLE_CLOUD_PROJECT") or PROJECT,
+            "DATASTORE_EMULATOR_HOST": self._emulator.host,
+            "DATASTORE_NAMESPACE": self.namespace,
+            "TASKS_LOCATION": LOCATION,
+            "TASKS_QUEUE": QUEUE,
+            "WORKER_URL": f"http://127.0.0.1:{worker_port}",
+            "THREADS": str(max(8, 2 * self.max_concurrent)),
+            "LOG_LEVEL": "WARNING",
+            "SECRET_MANAGER_EMULATOR_HOST": "",
+            "TASKS_SERVICE_ACCOUNT_EMAIL": "",
+        }
+        env.update(self._sheet(dotenv))
+        env.update(self._dify(dotenv))
+        tasks = CloudTasksStandIn(
+            dispatch=True,
+            max_concurrent_dispatches=self.max_concurrent,
+            max_attempts=25,
+            min_backoff=1.0,
+        ).start(free(p.tasks))
+        self._standins.append(tasks)
+        env["CLOUD_TASKS_EMULATOR_HOST"] = tasks.host
+        self.say(
+            f"Cloud Tasks stand-in: {tasks.host}, queue {QUEUE}, at most {self.max_concurrent} "
+            "rows at once"
+        )
+        self.env = env
+        self._serve("worker", "worker/main.py", "process_row", worker_port)
+        self._serve("loader", "loader/main.py", "load_sheet", loader_port)
+
+    def _sheet(self, dotenv: dict[str, Any]) -> dict[str, str]:
+        spreadsheet = dotenv.get("SPREADSHEET_ID") or "sample"
+        endpoint = dotenv.get("SHEETS_API_ENDPOINT")
+        if spreadsheet != "sample" and not endpoint:
+            tab = dotenv.get("SHEET_NAME") or "Sheet1"
+            self.say(f"Sheet: the real Google Sheet {spreadsheet}, tab {tab!r} (from .env)")
+            return {"SPREADSHEET_ID": spreadsheet, "SHEET_NAME": tab, "SHEETS_API_ENDPOINT": ""}
+        grid = read_csv(self.csv)
+        self.header = [str(c) for c in grid[0]] if grid else []
+        sheets = SheetsStandIn({"sample": {"Sheet1": grid}}).start(port=free(self.ports.sheets))
+        self._standins.append(sheets)
+        self.say(
+            f"Sheets stand-in: {sheets.endpoint} serving {self.csv} ({max(0, len(grid) - 1)} rows)"
+        )
+        return {
+            "SPREADSHEET_ID": "sample",
+            "SHEET_NAME": "Sheet1",
+            "SHEETS_API_ENDPOINT": sheets.endpoint,
+        }
+
+    def _dify(self, dotenv: dict[str, Any]) -> dict[str, str]:
+        endpoint, key = dotenv.get("DIFY_API_ENDPOINT", ""), dotenv.get("DIFY_API_KEY", "")
+        host = urlsplit(endpoint).hostname if endpoint else None
+        if endpoint and host not in LOCAL_HOSTS and key and key != STANDIN_KEY:
+            self.say(f"Dify: the real workflow at {endpoint} (from .env)")
+            return {"DIFY_API_ENDPOINT": endpoint, "DIFY_API_KEY": key}
+        dify = DifyStandIn(
+            api_key=STANDIN_KEY,
+            latency=self.dify_latency,
+            latency_jitter=self.dify_latency / 2,
+            behaviour=demo_reply,
+        ).start(port=free(self.ports.dify))
+        self._standins.append(dify)
+        self.say(
+            f"Dify STAND-IN (not a real Dify; about {self.dify_latency:g} s a run): {dify.url}"
+        )
+        return {"DIFY_API_ENDPOINT": dify.url, "DIFY_API_KEY": STANDIN_KEY}
+
+    def _serve(self, name: str, source: str, target: str, port: int) -> None:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "functions_framework",
+                "--source",
+                str(ROOT / source),
+                "--target",
+                target,
+                "--port",
+                str(port),
+            ],
+            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._processes.append((name, process))
+        deadline = time.monotonic() + 60
+        while not listening(port):
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the {name} exited at start; see {self.log_dir / (name + '.log')}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {name} did not listen on port {port} within 60 s")
+            time.sleep(0.1)
+        self.env[f"{name.upper()}_URL"] = f"http://127.0.0.1:{port}"
+        self.say(
+            f"{name} ({target}, functions-framework, pid {process.pid}): http://127.0.0.1:{port}"
+        )
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything started, newest first; safe to call twice."""
+        while self._processes:
+            _name, process = self._processes.pop()
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        while self._standins:
+            with contextlib.suppress(Exception):
+                self._standins.pop().stop()
+        if self._emulator is not None:
+            self._emulator.stop()
+            self._emulator = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
