@@ -110,7 +110,8 @@ tf-fmt: ## Check Terraform formatting
 
 tf-check: ## Check the Terraform offline against the google provider schema (tfcheck.py)
 	@if [ -f ../shared/tools/tfcheck.py ]; then $(PY) ../shared/tools/tfcheck.py terraform; \
-	else echo "tf-check: ../shared/tools/tfcheck.py not found (it ships beside the checkout)"; exit 1; fi
+	else echo "tf-check: needs the offline schema checker ../shared/tools/tfcheck.py, which ships beside the team's checkout, not in a plain clone."; \
+	echo "  Without it: 'make tf-fmt' checks the formatting, and 'make tf-validate' (or terraform init && terraform validate in terraform/environments/dev) checks the rest where the Terraform registry is reachable."; exit 1; fi
 
 tf-validate: ## terraform init -backend=false && validate, per environment (needs the Terraform registry)
 	@if ! curl -s -m 5 -o /dev/null https://registry.terraform.io/.well-known/terraform.json; then \

@@ -89,6 +89,9 @@ def evaluate(expression: str, values: dict[str, Any]) -> Any:
     text = text.replace("&&", " and ").replace("||", " or ")
 
     def local(match: re.Match[str]) -> str:
+        # A test may give a local's value (one this evaluator cannot compute, e.g. from regex).
+        if f"local.{match.group(1)}" in values:
+            return repr(values[f"local.{match.group(1)}"])
         return repr(evaluate(locals_()[match.group(1)], values))
 
     text = re.sub(r"\blocal\.(\w+)", local, text)

@@ -102,14 +102,22 @@ def test_the_queue_concurrency_limit_is_the_variable():
     assert queue["rate_limits"][0]["max_concurrent_dispatches"] == (
         "${var.max_concurrent_dispatches}"
     )
-    assert queue["stackdriver_logging_config"][0]["sampling_ratio"] == 1.0
+    assert queue["stackdriver_logging_config"][0]["sampling_ratio"] == (
+        "${var.dispatch_log_sampling}"
+    )
+    assert 0 < variables()["dispatch_log_sampling"]["default"] < 1  # not every attempt
     assert variables()["max_concurrent_dispatches"]["default"] == 5
 
 
 @pytest.mark.parametrize("minutes", [0.25, 10, 20, 28])
 @pytest.mark.parametrize("margin", [10, 60, 120])
 def test_the_timeout_chain_holds(minutes, margin):
-    values = {**defaults(), "dify_api_timeout_minutes": minutes, "timeout_margin_seconds": margin}
+    values = {
+        **defaults(),
+        "dify_api_timeout_minutes": minutes,
+        "timeout_margin_seconds": margin,
+        "local.worker_memory_mib": memory_mib(defaults()["worker_memory"]),
+    }
     dispatch = evaluate(locals_()["dispatch_deadline_seconds"], values)
     worker = evaluate(service_config("worker")["timeout_seconds"], values)
     assert minutes * 60 < dispatch <= MAX_DISPATCH_DEADLINE_S
@@ -288,3 +296,155 @@ def test_the_operators_ordered_queries_have_their_composite_indexes():
     assert unquote(index["collection"]) == "dify_batch_process_status"
     assert unquote(index["api_scope"]) == "DATASTORE_MODE_API"
     assert {unquote(v) for v in index["for_each"].values()} == {"finished_at", "row_number"}
+
+
+# -- issue: a deployment that works on the first apply and stays quiet on the second ----------
+
+REAL_REGIONS = [
+    "asia-northeast3",
+    "us-central1",
+    "europe-west10",
+    "europe-west12",
+    "me-central2",
+    "northamerica-northeast1",
+    "southamerica-west1",
+    "africa-south1",
+    "australia-southeast2",
+]
+
+
+def validation_regex(variable: str) -> str:
+    conditions = [v["condition"] for v in variables()[variable]["validation"]]
+    [pattern] = [m for c in conditions for m in re.findall(r'regex\("((?:[^"\\]|\\.)*)"', c)]
+    return pattern.encode().decode("unicode_escape")
+
+
+@pytest.mark.parametrize("region", REAL_REGIONS)
+def test_real_regions_pass_the_region_validation(region):
+    assert re.search(validation_regex("region"), region)
+
+
+@pytest.mark.parametrize("region", ["asia", "Asia-northeast3", "us-central", "us_central1", ""])
+def test_malformed_regions_fail_it(region):
+    assert not re.search(validation_regex("region"), region)
+
+
+@pytest.mark.parametrize(
+    ("memory", "ok"),
+    [
+        ("512Mi", True),
+        ("1Gi", True),
+        ("2048Mi", True),
+        ("4Gi", True),
+        ("4096Mi", True),
+        ("256Mi", False),
+        ("511Mi", False),
+        ("4097Mi", False),
+        ("8Gi", False),
+        ("1G", False),
+    ],
+)
+def test_worker_memory_is_what_cloud_run_allows_for_one_vcpu(memory, ok):
+    memory_rules = [v["condition"] for v in variables()["worker_memory"]["validation"]]
+    pattern = (
+        [m for c in memory_rules for m in re.findall(r'regex\("((?:[^"\\]|\\.)*)"', c)][-1]
+        .encode()
+        .decode("unicode_escape")
+    )
+    assert bool(re.search(pattern, memory)) is ok
+
+
+def memory_mib(text: str) -> int:
+    return int(text[:-2]) * (1024 if text.endswith("Gi") else 1)
+
+
+def worker_preconditions_hold(**changes):
+    values = {**defaults(), **changes}
+    values["local.worker_memory_mib"] = memory_mib(values["worker_memory"])
+    return all(
+        evaluate(p["condition"], values)
+        for p in functions()["worker"]["lifecycle"][0]["precondition"]
+    )
+
+
+def test_the_defaults_leave_the_worker_memory_for_its_answers():
+    assert worker_preconditions_hold()
+
+
+def test_too_little_memory_for_concurrent_large_answers_is_refused():
+    assert not worker_preconditions_hold(
+        worker_memory="512Mi", worker_concurrency=50, dify_max_response_bytes=2 * 1024 * 1024
+    )
+
+
+def test_a_dispatch_deadline_under_15_seconds_is_refused():
+    assert not worker_preconditions_hold(dify_api_timeout_minutes=0.05, timeout_margin_seconds=10)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "timeout_margin_seconds",
+        "sheet_chunk_rows",
+        "enqueue_concurrency",
+        "dify_max_response_bytes",
+        "worker_concurrency",
+        "max_attempts",
+    ],
+)
+def test_settings_the_code_parses_as_integers_must_be_whole_numbers(name):
+    conditions = " ".join(v["condition"] for v in variables()[name]["validation"])
+    assert f"floor(var.{name}) == var.{name}" in conditions
+
+
+def test_the_row_filter_is_both_or_neither():
+    [pre] = functions()["loader"]["lifecycle"][0]["precondition"]
+    for column, value, ok in (("", "", True), ("target", "TRUE", True), ("target", "", False)):
+        values = {"row_filter_column": column, "row_filter_value": value}
+        text = pre["condition"].replace("==", " == ")
+        assert evaluate(text, values) is ok
+
+
+def test_the_worker_is_internal_only_and_the_loader_a_choice():
+    assert unquote(service_config("worker")["ingress_settings"]) == "ALLOW_INTERNAL_ONLY"
+    assert service_config("loader")["ingress_settings"] == "${var.loader_ingress}"
+
+
+def test_builds_wait_for_the_builders_grants_to_propagate():
+    [sleep] = resources("time_sleep").values()
+    assert unquote(sleep["create_duration"]) == "${var.iam_propagation_seconds}s"
+    assert defaults()["iam_propagation_seconds"] >= 60
+    waited = set(sleep["depends_on"])
+    assert "${google_storage_bucket_iam_member.builder_reads_sources}" in waited
+    assert "${google_project_iam_member.builder}" in waited
+    for name in ("loader", "worker"):
+        assert "${time_sleep.builder_grants_propagated}" in functions()[name]["depends_on"]
+
+
+def test_the_builder_holds_only_the_build_role_in_the_project():
+    builder = resources("google_project_iam_member")["builder"]
+    assert unquote(builder["role"]) == "roles/cloudbuild.builds.builder"
+    [images] = resources("google_artifact_registry_repository_iam_member").values()
+    assert images["repository"] == "${google_artifact_registry_repository.functions.name}"
+    repo = resources("google_artifact_registry_repository")["functions"]
+    assert {unquote(p["action"]) for p in repo["cleanup_policies"]} == {"KEEP", "DELETE"}
+    for name in ("loader", "worker"):
+        build = functions()[name]["build_config"][0]
+        assert build["docker_repository"] == "${google_artifact_registry_repository.functions.id}"
+
+
+def test_the_dashboard_sends_no_zero_or_empty_fields_and_names_its_deployment():
+    text = (MODULE / "monitoring.tf").read_text()
+    assert "if v != 0" in text  # xPos/yPos of 0 are left out
+    assert "if length(v) > 0" in text  # an empty groupByFields is left out
+    assert "${var.name_prefix}" in locals_()["dashboard"]["displayName"]
+
+
+def test_the_provider_is_held_to_the_checked_major():
+    text = (MODULE / "versions.tf").read_text()
+    assert '">= 8.0, < 9.0"' in text
+    assert ".terraform.lock.hcl" not in (ROOT / ".gitignore").read_text()
+
+
+def test_the_queue_name_can_carry_a_suffix():
+    assert unquote(locals_()["queue_name"]) == "${var.name_prefix}${var.queue_name_suffix}"

@@ -36,4 +36,8 @@ module "dify_batch_processor" {
   dify_max_response_bytes             = var.dify_max_response_bytes
   sheet_chunk_rows                    = var.sheet_chunk_rows
   enqueue_concurrency                 = var.enqueue_concurrency
+  loader_ingress                      = var.loader_ingress
+  queue_name_suffix                   = var.queue_name_suffix
+  dispatch_log_sampling               = var.dispatch_log_sampling
+  iam_propagation_seconds             = var.iam_propagation_seconds
 }

@@ -199,3 +199,27 @@ variable "enqueue_concurrency" {
   description = "CreateTask calls the loader makes at once."
   default     = null
 }
+
+variable "loader_ingress" {
+  type        = string
+  description = "Who may reach the loader's URL: ALLOW_ALL (manual curl trigger from anywhere, still only with run.invoker) or ALLOW_INTERNAL_ONLY."
+  default     = null
+}
+
+variable "queue_name_suffix" {
+  type        = string
+  description = "Appended to the queue's name; change it after a destroy (a deleted queue's name is blocked for up to 3 days)."
+  default     = null
+}
+
+variable "dispatch_log_sampling" {
+  type        = number
+  description = "Share of task attempts Cloud Tasks logs (0 to 1)."
+  default     = null
+}
+
+variable "iam_propagation_seconds" {
+  type        = number
+  description = "Seconds the first apply waits after the builder's grants before building."
+  default     = null
+}

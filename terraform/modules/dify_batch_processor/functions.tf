@@ -1,8 +1,9 @@
 # Tasks and the scheduler call each function at its Cloud Run URL (service_config[0].uri), which
 # is also the OIDC audience Cloud Run checks.
 # The loader's timeout covers a whole run of a large sheet, up to Cloud Scheduler's 30-minute
-# attempt deadline. Ingress is open because Cloud Scheduler calls from outside any VPC; only the
-# scheduler's account holds roles/run.invoker (iam.tf).
+# attempt deadline. Its ingress is a variable: ALLOW_ALL keeps the README's manual trigger
+# working from a laptop; either way only holders of roles/run.invoker get in (iam.tf). Builds
+# start only after the builder's grants have propagated (time_sleep in iam.tf).
 resource "google_cloudfunctions2_function" "loader" {
   project     = var.project_id
   location    = var.region
@@ -11,9 +12,10 @@ resource "google_cloudfunctions2_function" "loader" {
   labels      = local.labels
 
   build_config {
-    runtime         = "python312"
-    entry_point     = "load_sheet"
-    service_account = google_service_account.builder.id
+    runtime           = "python312"
+    entry_point       = "load_sheet"
+    service_account   = google_service_account.builder.id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -29,7 +31,7 @@ resource "google_cloudfunctions2_function" "loader" {
     max_instance_count               = 2
     min_instance_count               = 0
     max_instance_request_concurrency = 1
-    ingress_settings                 = "ALLOW_ALL"
+    ingress_settings                 = var.loader_ingress
     service_account_email            = google_service_account.loader.email
     environment_variables = merge(local.common_env, {
       SPREADSHEET_ID                      = var.spreadsheet_id
@@ -47,8 +49,15 @@ resource "google_cloudfunctions2_function" "loader" {
     })
   }
 
+  lifecycle {
+    precondition {
+      condition     = (var.row_filter_column == "") == (var.row_filter_value == "")
+      error_message = "row_filter_column and row_filter_value go together: set both (e.g. target and TRUE) or neither. A filter on blank cells is not supported: mark the rows to run with a value instead."
+    }
+  }
+
   depends_on = [
-    google_project_iam_member.builder,
+    time_sleep.builder_grants_propagated,
     google_project_iam_member.loader_datastore,
     google_service_account_iam_member.loader_acts_as_invoker,
   ]
@@ -65,9 +74,10 @@ resource "google_cloudfunctions2_function" "worker" {
   labels      = local.labels
 
   build_config {
-    runtime         = "python312"
-    entry_point     = "process_row"
-    service_account = google_service_account.builder.id
+    runtime           = "python312"
+    entry_point       = "process_row"
+    service_account   = google_service_account.builder.id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -83,7 +93,7 @@ resource "google_cloudfunctions2_function" "worker" {
     max_instance_count               = var.worker_max_instances
     min_instance_count               = 0
     max_instance_request_concurrency = var.worker_concurrency
-    ingress_settings                 = "ALLOW_ALL"
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     service_account_email            = google_service_account.worker.email
     environment_variables = merge(local.common_env, {
       DIFY_API_ENDPOINT       = var.dify_api_endpoint
@@ -99,14 +109,18 @@ resource "google_cloudfunctions2_function" "worker" {
 
   lifecycle {
     precondition {
-      condition     = local.dispatch_deadline_seconds <= 1800 && local.worker_timeout_seconds >= local.dispatch_deadline_seconds
-      error_message = "The Dify timeout plus margin must fit Cloud Tasks' 30-minute dispatch deadline, and the worker's timeout must cover it."
+      condition     = local.dispatch_deadline_seconds >= 15 && local.dispatch_deadline_seconds <= 1800 && local.worker_timeout_seconds >= local.dispatch_deadline_seconds
+      error_message = "The Dify timeout plus margin is the tasks' dispatch deadline, which Cloud Tasks accepts from 15 s to 30 minutes; the worker's timeout must cover it."
     }
     precondition {
       condition     = local.worker_max_concurrent_rows >= var.max_concurrent_dispatches
       error_message = "worker_max_instances x worker_concurrency must be at least max_concurrent_dispatches, or tasks wait for a free worker."
     }
+    precondition {
+      condition     = local.worker_memory_mib >= local.worker_memory_needed_mib
+      error_message = "worker_memory is too small to parse worker_concurrency answers of up to dify_max_response_bytes at once (about 10x each answer, plus 256 MiB): raise worker_memory (at most 4Gi) or lower worker_concurrency or dify_max_response_bytes."
+    }
   }
 
-  depends_on = [google_project_iam_member.builder, google_project_iam_member.worker_datastore]
+  depends_on = [time_sleep.builder_grants_propagated, google_project_iam_member.worker_datastore]
 }

@@ -38,15 +38,11 @@ resource "google_service_account" "builder" {
   depends_on   = [google_project_service.apis]
 }
 
+# cloudbuild.builds.builder already holds what a build needs to write logs and push images;
+# the builder also reads the sources bucket and writes to the functions' image repository.
 resource "google_project_iam_member" "builder" {
-  for_each = toset([
-    "roles/cloudbuild.builds.builder",
-    "roles/logging.logWriter",
-    "roles/artifactregistry.writer",
-  ])
-
   project = var.project_id
-  role    = each.value
+  role    = "roles/cloudbuild.builds.builder"
   member  = google_service_account.builder.member
 }
 
@@ -54,6 +50,26 @@ resource "google_storage_bucket_iam_member" "builder_reads_sources" {
   bucket = google_storage_bucket.sources.name
   role   = "roles/storage.objectViewer"
   member = google_service_account.builder.member
+}
+
+resource "google_artifact_registry_repository_iam_member" "builder_writes_images" {
+  project    = var.project_id
+  location   = var.region
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.builder.member
+}
+
+# IAM takes up to a couple of minutes to propagate: a build started right after the grants can
+# fail and leave the function failed until a second apply. The builds wait for this.
+resource "time_sleep" "builder_grants_propagated" {
+  create_duration = "${var.iam_propagation_seconds}s"
+
+  depends_on = [
+    google_project_iam_member.builder,
+    google_storage_bucket_iam_member.builder_reads_sources,
+    google_artifact_registry_repository_iam_member.builder_writes_images,
+  ]
 }
 
 # Datastore has no finer grant than the project: both functions read and write status rows.

@@ -6,7 +6,7 @@ locals {
 
   loader_name    = "${var.name_prefix}-loader"
   worker_name    = "${var.name_prefix}-worker"
-  queue_name     = var.name_prefix
+  queue_name     = "${var.name_prefix}${var.queue_name_suffix}"
   scheduler_name = "${var.name_prefix}-loader"
   labels         = merge({ app = "dify-batch-processor" }, var.labels)
 
@@ -15,6 +15,11 @@ locals {
   worker_timeout_seconds     = min(3600, local.dispatch_deadline_seconds + 30)
   queue_max_attempts         = var.max_attempts + var.uncharged_deliveries
   worker_max_concurrent_rows = var.worker_max_instances * var.worker_concurrency
+  # worker_memory in MiB ("512Mi", "1Gi"; its validation checks the form).
+  worker_memory_mib = tonumber(regex("^[0-9]+", var.worker_memory)) * (endswith(var.worker_memory, "Gi") ? 1024 : 1)
+  # Parsing a JSON answer takes several times its size in Python objects (about 10x for
+  # text-heavy outputs, more for many small objects), plus ~256 MiB for the runtime.
+  worker_memory_needed_mib = 256 + ceil(10 * var.dify_max_response_bytes * var.worker_concurrency / 1048576)
 
   common_env = {
     GOOGLE_CLOUD_PROJECT     = var.project_id

@@ -83,12 +83,16 @@ locals {
           timeSeriesQuery = {
             timeSeriesFilter = {
               filter = "metric.type=\"${spec.metric}\" AND ${spec.resource}"
-              aggregation = {
-                alignmentPeriod    = spec.period
-                perSeriesAligner   = spec.aligner
-                crossSeriesReducer = spec.reducer
-                groupByFields      = spec.group
-              }
+              # The Monitoring API drops empty fields; sending them would show a diff on every
+              # plan, so groupByFields is left out when empty.
+              aggregation = merge(
+                {
+                  alignmentPeriod    = spec.period
+                  perSeriesAligner   = spec.aligner
+                  crossSeriesReducer = spec.reducer
+                },
+                { for k, v in { groupByFields = spec.group } : k => v if length(v) > 0 },
+              )
             }
           }
         }]
@@ -110,14 +114,16 @@ locals {
   }
 
   dashboard = {
-    displayName = "dify-batch-processor Monitoring Dashboard"
+    displayName = "${var.name_prefix} — dify-batch-processor Monitoring Dashboard"
     mosaicLayout = {
       columns = 12
       tiles = concat(
-        [for i, key in local.chart_order : {
-          xPos = (i % 2) * 6, yPos = floor(i / 2) * 4, width = 6, height = 4, widget = local.chart[key]
-        }],
-        [{ xPos = 0, yPos = ceil(length(local.chart_order) / 2) * 4, width = 12, height = 6, widget = local.error_logs }],
+        # Positions of 0 are left out: the API drops them (a diff on every plan otherwise).
+        [for i, key in local.chart_order : merge(
+          { width = 6, height = 4, widget = local.chart[key] },
+          { for k, v in { xPos = (i % 2) * 6, yPos = floor(i / 2) * 4 } : k => v if v != 0 },
+        )],
+        [{ yPos = ceil(length(local.chart_order) / 2) * 4, width = 12, height = 6, widget = local.error_logs }],
       )
     }
   }

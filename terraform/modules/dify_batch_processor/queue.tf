@@ -20,7 +20,7 @@ resource "google_cloud_tasks_queue" "rows" {
   }
 
   stackdriver_logging_config {
-    sampling_ratio = 1.0
+    sampling_ratio = var.dispatch_log_sampling
   }
 
   depends_on = [google_project_service.apis]

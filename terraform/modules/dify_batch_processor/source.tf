@@ -64,3 +64,32 @@ resource "google_storage_bucket_object" "function" {
   name   = "${each.key}/${each.value.output_md5}.zip"
   source = each.value.output_path
 }
+
+# The functions' images. Each deploy leaves one; only the newest few are kept.
+resource "google_artifact_registry_repository" "functions" {
+  project       = var.project_id
+  location      = var.region
+  repository_id = "${var.name_prefix}-functions"
+  description   = "Images of the dify-batch-processor functions (older ones are cleaned up)."
+  format        = "DOCKER"
+  labels        = local.labels
+
+  cleanup_policy_dry_run = false
+  cleanup_policies {
+    id     = "keep-newest"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 5
+    }
+  }
+  cleanup_policies {
+    id     = "delete-older-than-30-days"
+    action = "DELETE"
+    condition {
+      tag_state  = "ANY"
+      older_than = "2592000s"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}

@@ -13,7 +13,7 @@ variable "region" {
   type        = string
   description = "Region of the functions, the queue and the scheduler job (e.g. asia-northeast3 for Seoul)."
   validation {
-    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    condition     = can(regex("^[a-z]+(-[a-z]+)+[0-9]{1,2}$", var.region))
     error_message = "region must be a Google Cloud region such as asia-northeast3."
   }
 }
@@ -157,8 +157,8 @@ variable "timeout_margin_seconds" {
   default     = 60
   nullable    = false
   validation {
-    condition     = var.timeout_margin_seconds >= 10 && var.timeout_margin_seconds <= 120
-    error_message = "timeout_margin_seconds must be between 10 and 120."
+    condition     = var.timeout_margin_seconds >= 10 && var.timeout_margin_seconds <= 120 && floor(var.timeout_margin_seconds) == var.timeout_margin_seconds
+    error_message = "timeout_margin_seconds must be a whole number between 10 and 120."
   }
 }
 
@@ -214,8 +214,8 @@ variable "worker_concurrency" {
   default     = 20
   nullable    = false
   validation {
-    condition     = var.worker_concurrency >= 2 && var.worker_concurrency <= 1000
-    error_message = "worker_concurrency must be between 2 and 1000."
+    condition     = var.worker_concurrency >= 2 && var.worker_concurrency <= 1000 && floor(var.worker_concurrency) == var.worker_concurrency
+    error_message = "worker_concurrency must be a whole number between 2 and 1000."
   }
 }
 
@@ -238,6 +238,12 @@ variable "worker_memory" {
   validation {
     condition     = can(regex("^[0-9]+(Mi|Gi)$", var.worker_memory))
     error_message = "worker_memory must look like 512Mi or 1Gi."
+  }
+  # With its 1 vCPU Cloud Run allows 128 MiB to 4 GiB; below 512 MiB needs the first-generation
+  # environment, which Cloud Functions (2nd gen) do not use. So: 512Mi to 4096Mi, or 1Gi to 4Gi.
+  validation {
+    condition     = can(regex("^(5(1[2-9]|[2-9][0-9])|[6-9][0-9]{2}|[1-3][0-9]{3}|40([0-8][0-9]|9[0-6]))Mi$|^[1-4]Gi$", var.worker_memory))
+    error_message = "worker_memory must be between 512Mi and 4Gi (Cloud Run's range for 1 vCPU on the second-generation environment)."
   }
 }
 
@@ -340,8 +346,8 @@ variable "dify_max_response_bytes" {
   default     = 2097152
   nullable    = false
   validation {
-    condition     = var.dify_max_response_bytes >= 1024 && var.dify_max_response_bytes <= 268435456
-    error_message = "dify_max_response_bytes must be between 1 KiB and 256 MiB."
+    condition     = var.dify_max_response_bytes >= 1024 && var.dify_max_response_bytes <= 268435456 && floor(var.dify_max_response_bytes) == var.dify_max_response_bytes
+    error_message = "dify_max_response_bytes must be a whole number between 1 KiB and 256 MiB."
   }
 }
 
@@ -351,8 +357,8 @@ variable "sheet_chunk_rows" {
   default     = 1000
   nullable    = false
   validation {
-    condition     = var.sheet_chunk_rows >= 10 && var.sheet_chunk_rows <= 50000
-    error_message = "sheet_chunk_rows must be between 10 and 50000."
+    condition     = var.sheet_chunk_rows >= 10 && var.sheet_chunk_rows <= 50000 && floor(var.sheet_chunk_rows) == var.sheet_chunk_rows
+    error_message = "sheet_chunk_rows must be a whole number between 10 and 50000."
   }
 }
 
@@ -362,7 +368,53 @@ variable "enqueue_concurrency" {
   default     = 32
   nullable    = false
   validation {
-    condition     = var.enqueue_concurrency >= 1 && var.enqueue_concurrency <= 256
-    error_message = "enqueue_concurrency must be between 1 and 256."
+    condition     = var.enqueue_concurrency >= 1 && var.enqueue_concurrency <= 256 && floor(var.enqueue_concurrency) == var.enqueue_concurrency
+    error_message = "enqueue_concurrency must be a whole number between 1 and 256."
+  }
+}
+
+# --- Exposure, names and logging --------------------------------------------------------------
+
+variable "loader_ingress" {
+  type        = string
+  description = "Who may reach the loader's URL: ALLOW_ALL (the README's manual curl trigger works from anywhere; only callers with run.invoker get in) or ALLOW_INTERNAL_ONLY (Cloud Scheduler of this project only). The worker is always internal-only: only Cloud Tasks calls it."
+  default     = "ALLOW_ALL"
+  nullable    = false
+  validation {
+    condition     = contains(["ALLOW_ALL", "ALLOW_INTERNAL_ONLY"], var.loader_ingress)
+    error_message = "loader_ingress must be ALLOW_ALL or ALLOW_INTERNAL_ONLY."
+  }
+}
+
+variable "queue_name_suffix" {
+  type        = string
+  description = "Appended to the queue's name (name_prefix + suffix). A deleted queue's name stays blocked for up to 3 days: after a destroy, apply again with another suffix (e.g. -2)."
+  default     = ""
+  nullable    = false
+  validation {
+    condition     = can(regex("^[A-Za-z0-9-]{0,20}$", var.queue_name_suffix))
+    error_message = "queue_name_suffix must be up to 20 letters, digits or hyphens."
+  }
+}
+
+variable "dispatch_log_sampling" {
+  type        = number
+  description = "Share of task attempts Cloud Tasks logs (0 to 1): every attempt logged costs money at 100,000 rows; the worker logs each outcome anyway."
+  default     = 0.1
+  nullable    = false
+  validation {
+    condition     = var.dispatch_log_sampling >= 0 && var.dispatch_log_sampling <= 1
+    error_message = "dispatch_log_sampling must be between 0 and 1."
+  }
+}
+
+variable "iam_propagation_seconds" {
+  type        = number
+  description = "How long the first apply waits after granting the builder its roles before the first build: IAM takes up to a couple of minutes to propagate, and a build that starts too early fails."
+  default     = 120
+  nullable    = false
+  validation {
+    condition     = var.iam_propagation_seconds >= 0 && var.iam_propagation_seconds <= 600 && floor(var.iam_propagation_seconds) == var.iam_propagation_seconds
+    error_message = "iam_propagation_seconds must be a whole number from 0 to 600."
   }
 }
