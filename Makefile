@@ -54,7 +54,7 @@ fmt: ## Format the Python code and the Terraform
 	terraform fmt -recursive terraform
 
 demo: $(VENV)/.installed ## Run the whole batch locally on the sample sheet (or CSV=path/to/sheet.csv)
-	@$(PY) -m local.demo $(if $(CSV),--csv "$(CSV)")
+	@$(PY) -m local.demo $(if $(CSV),--csv "$(CSV)") $(if $(filter true,$(WRITE_BACK)),--write-back)
 
 run-local: $(VENV)/.installed .env ## Start the whole local stack on .env's ports and keep it up (Ctrl+C stops it)
 	@$(PY) -m local.run_local $(if $(CSV),--csv "$(CSV)")

@@ -10,6 +10,7 @@ everything it started, also on Ctrl+C or failure.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import signal
 import sys
@@ -41,6 +42,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=5, help="rows at once (the cap)")
     parser.add_argument("--latency", type=float, default=1.0, help="the Dify stand-in's s/run")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many s")
+    parser.add_argument(
+        "--write-back",
+        action="store_true",
+        default=os.environ.get("WRITE_BACK", "").lower() in ("1", "true", "yes"),
+        help="write every row's result back into the sheet (WRITE_BACK=true does the same)",
+    )
     args = parser.parse_args()
     if not args.csv.is_file():
         print(f"no such CSV file: {args.csv}", file=sys.stderr)
@@ -53,6 +60,7 @@ def main() -> int:
         namespace=f"demo-{stamp}",
         max_concurrent=args.concurrency,
         dify_latency=args.latency,
+        write_back=args.write_back,
     )
     started = time.monotonic()
     try:
@@ -107,10 +115,30 @@ def _run(stack: Stack, console: Console, stamp: str, started: float, timeout: fl
     with results.open("w", encoding="utf-8", newline="") as out:
         count = write_csv(report.rows(by_row=True), out, sheet_columns=stack.header)
     console.print(f"results: {count} rows written to {results.relative_to(ROOT)}")
+    if stack.write_back:
+        _write_back(stack, console, stamp)
     if not last.settled:
         console.print(f"[red]gave up after {timeout:g} s with rows still waiting or running[/]")
         return 1
     return 0
+
+
+def _write_back(stack: Stack, console: Console, stamp: str) -> None:
+    """The loader's write-back-only run, then the sheet as its owners would now see it."""
+    answer = httpx.post(stack.env["LOADER_URL"], json={"write_back_only": True}, timeout=600)
+    written = answer.json().get("write_back", {})
+    console.print(
+        f"write-back: {written.get('rows_written', 0)} rows written into the sheet, columns "
+        f"added: {', '.join(written.get('headers_added') or []) or 'none'}"
+    )
+    if stack.sheets is None:
+        return
+    path = ROOT / "results" / f"demo-{stamp}-sheet.csv"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        csv.writer(out, lineterminator="\n").writerows(
+            stack.sheets.spreadsheets["sample"]["Sheet1"]
+        )
+    console.print(f"the sheet with its results: {path.relative_to(ROOT)}")
 
 
 def _summary(console: Console, p: Progress, elapsed: float, report: StatusReport) -> None:

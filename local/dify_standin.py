@@ -362,6 +362,19 @@ def trickle(seconds: float, *, every: float = 0.25) -> Reply:
     return Reply(write, "trickle")
 
 
+DEMO_FORM: list[dict[str, Any]] = [
+    {"text-input": {"label": "Title", "variable": "title", "required": True, "max_length": 200}},
+    {
+        "select": {
+            "label": "Language",
+            "variable": "language",
+            "required": False,
+            "options": ["ko", "en", "ja", "zh", "es"],
+        }
+    },
+]
+
+
 def demo_reply() -> Reply:
     """The demo's workflow: `title` is required (an empty one is refused as Dify refuses a
     missing required variable); a title that mentions a rate limit meets the model provider's
@@ -468,6 +481,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
         stand_in.record(Call({}, self.headers.get("Authorization", ""), self.path))
         if not self.authorized():
             return
+        if self.path.rstrip("/") == "/v1/parameters":
+            # As Dify answers it: the form is a list of one-key objects, control -> spec.
+            self.send_json(
+                200,
+                {
+                    "user_input_form": stand_in.form,
+                    "file_upload": {"image": {"enabled": False}},
+                    "system_parameters": {"file_size_limit": 15},
+                },
+            )
+            return
         prefix = "/v1/workflows/run/"
         run = (
             stand_in.run_detail(self.path[len(prefix) :]) if self.path.startswith(prefix) else None
@@ -547,6 +571,8 @@ class DifyStandIn:
     latency: float = 0.0  # how long a finished run takes
     latency_jitter: float = 0.0  # ± this much, at random
     ping_interval: float = 10.0
+    # The workflow's input form, served at GET /v1/parameters (empty: no variables declared).
+    form: list[dict[str, Any]] = field(default_factory=list)
     max_active_requests: int = 0  # 0: unlimited, Dify's self-hosted default
     limit_status: int = 400  # how a refusal past the limit is answered: 400 (1.x) or 429
     behaviour: Callable[[], Reply] = field(default=finish)

@@ -42,6 +42,10 @@ def _split_range(a1: str) -> tuple[str, str]:
     return name, cells
 
 
+_A1_CELL = re.compile(r"^([A-Z]+)(\d+)(?::[A-Z]+\d+)?$")
+MAX_CELL_CHARS = 50_000
+
+
 def _trim(rows: Grid) -> Grid:
     out = []
     for row in rows:
@@ -63,6 +67,8 @@ class SheetsStandIn:
     spare_rows: int = 100
     requests: list[str] = field(default_factory=list)
     faults: deque[int] = field(default_factory=deque)  # HTTP statuses to answer next
+    updates: list[dict[str, Any]] = field(default_factory=list)  # values:batchUpdate bodies
+    write_faults: deque[int] = field(default_factory=deque)  # statuses for the next writes
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -74,7 +80,18 @@ class SheetsStandIn:
                 pass
 
             def do_GET(self) -> None:
-                status, body = stand_in.answer(self.path)
+                self.reply(*stand_in.answer(self.path))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    request = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    self.reply(*stand_in._error(400, "Invalid JSON payload received."))
+                    return
+                self.reply(*stand_in.batch_update(self.path, request))
+
+            def reply(self, status: int, body: dict[str, Any]) -> None:
                 # A lone surrogate in a cell goes out as a JSON escape, as the real API sends it.
                 text = json.dumps(body, ensure_ascii=False)
                 payload = text.encode("utf-8", "backslashreplace")
@@ -98,6 +115,49 @@ class SheetsStandIn:
     def endpoint(self) -> str:
         assert self._server is not None, "start() the stand-in first"
         return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def batch_update(self, raw_path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """`values:batchUpdate`: writes each range's values into the grid, as the API does.
+        Records every request (also refused ones) in `updates`."""
+        path = unquote(urlsplit(raw_path).path)
+        with self._lock:
+            self.requests.append(path)
+            self.updates.append(request)
+            if self.write_faults:
+                return self._error(self.write_faults.popleft(), "injected fault")
+        parts = path.split("/")  # '', 'v4', 'spreadsheets', 'id', 'values:batchUpdate'
+        if len(parts) != 5 or parts[4] != "values:batchUpdate":
+            return self._error(404, "unknown path")
+        book = self.spreadsheets.get(parts[3])
+        if book is None:
+            return self._error(404, "Requested entity was not found.")
+        if request.get("valueInputOption") not in ("RAW", "USER_ENTERED"):
+            return self._error(400, "Invalid valueInputOption")
+        with self._lock:
+            cells = 0
+            for item in request.get("data", []):
+                title, a1 = _split_range(str(item.get("range", "")))
+                match = _A1_CELL.match(a1)
+                if title not in book or not match:
+                    return self._error(400, f"Unable to parse range: {item.get('range')}")
+                column, row = _column_index(match.group(1)), int(match.group(2))
+                grid = book[title]
+                for r_offset, values in enumerate(item.get("values", [])):
+                    while len(grid) < row + r_offset:
+                        grid.append([])
+                    target = grid[row + r_offset - 1]
+                    for c_offset, value in enumerate(values):
+                        if len(str(value)) > MAX_CELL_CHARS:
+                            return self._error(
+                                400,
+                                f"Your input contains more than the maximum of "
+                                f"{MAX_CELL_CHARS} characters in a single cell.",
+                            )
+                        while len(target) <= column + c_offset:
+                            target.append("")
+                        target[column + c_offset] = value
+                        cells += 1
+        return 200, {"spreadsheetId": parts[3], "totalUpdatedCells": cells}
 
     def value_requests(self) -> list[str]:
         with self._lock:

@@ -25,7 +25,7 @@ from dotenv import dotenv_values
 
 from local import emulator as emu
 from local.cloud_tasks_standin import CloudTasksStandIn
-from local.dify_standin import DifyStandIn, demo_reply
+from local.dify_standin import DEMO_FORM, DifyStandIn, demo_reply
 from local.sheets_standin import SheetsStandIn, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +68,12 @@ class Stack:
     env_file: Path = ROOT / ".env"
     log_dir: Path = ROOT / ".run"
     quiet: bool = False
+    write_back: bool = False
     # Filled in by start():
     env: dict[str, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     header: list[str] = field(default_factory=list)
+    sheets: SheetsStandIn | None = None
     _emulator: emu.Emulator | None = None
     _processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _standins: list[Any] = field(default_factory=list)
@@ -119,6 +121,8 @@ class Stack:
             "SECRET_MANAGER_EMULATOR_HOST": "",
             "TASKS_SERVICE_ACCOUNT_EMAIL": "",
         }
+        if self.write_back:
+            env["WRITE_BACK"] = "true"
         env.update(self._sheet(dotenv))
         env.update(self._dify(dotenv))
         tasks = CloudTasksStandIn(
@@ -148,6 +152,7 @@ class Stack:
         self.header = [str(c) for c in grid[0]] if grid else []
         sheets = SheetsStandIn({"sample": {"Sheet1": grid}}).start(port=free(self.ports.sheets))
         self._standins.append(sheets)
+        self.sheets = sheets
         self.say(
             f"Sheets stand-in: {sheets.endpoint} serving {self.csv} ({max(0, len(grid) - 1)} rows)"
         )
@@ -168,6 +173,7 @@ class Stack:
             latency=self.dify_latency,
             latency_jitter=self.dify_latency / 2,
             behaviour=demo_reply,
+            form=DEMO_FORM,
         ).start(port=free(self.ports.dify))
         self._standins.append(dify)
         self.say(

@@ -132,6 +132,16 @@ class LoaderSettings(CommonSettings):
     tasks_service_account_email: str | None = None
     cloud_tasks_emulator_host: str | None = None
     enqueue_concurrency: int = Field(default=32, ge=1, le=256)
+    # Results back in the sheet (needs the sheet shared with the loader as Editor).
+    write_back: bool = False
+    result_columns: str | None = None  # "answer->Answer, score->점수"; empty: one per output
+    result_status_column: str = Field(default="dify_status", min_length=1)
+    result_error_column: str = Field(default="dify_error", min_length=1)
+    # The workflow's input form, to check every row before anything runs (GET /v1/parameters).
+    check_inputs: bool = True
+    dify_api_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    dify_api_key: SecretStr | None = None
+    dify_api_key_secret_id: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -140,6 +150,22 @@ class LoaderSettings(CommonSettings):
                 "ROW_FILTER_COLUMN and ROW_FILTER_VALUE go together: set both (e.g. target and "
                 "TRUE) or neither"
             )
+        if self.check_inputs and self.dify_api_endpoint:
+            if self.dify_api_key is not None:
+                problem = key_problem(self.dify_api_key.get_secret_value().strip())
+                if problem:
+                    raise ValueError(f"DIFY_API_KEY {problem}")
+            elif not self.dify_api_key_secret_id:
+                raise ValueError(
+                    "the loader checks rows against the workflow's input form at "
+                    "DIFY_API_ENDPOINT: set DIFY_API_KEY (local) or DIFY_API_KEY_SECRET_ID, or "
+                    "CHECK_INPUTS=false"
+                )
+            elif looks_like_a_key(self.dify_api_key_secret_id):
+                raise ValueError(
+                    "DIFY_API_KEY_SECRET_ID holds what looks like a Dify API key (app-…), not a "
+                    "secret id"
+                )
         if not self.cloud_tasks_emulator_host and not self.tasks_service_account_email:
             raise ValueError(
                 "set TASKS_SERVICE_ACCOUNT_EMAIL: the service account whose OIDC token Cloud "

@@ -30,9 +30,11 @@ from shared.errors import (
     AppWideError,
     BatchError,
     CapacityError,
+    ConfigError,
     PermanentError,
     TransientError,
 )
+from shared.form_check import Variable, parse_form
 from shared.logs import get_logger
 from shared.model import WorkflowRun
 from shared.outcomes import (
@@ -178,9 +180,7 @@ class WorkflowClient:
         self._pool_timeout_s = pool_timeout_s
         self._clock = clock
         self._sleep = sleep
-        marker = endpoint.rfind("/workflows/")
-        # The API's base URL (…/v1): the run lookup and stop endpoints hang off it.
-        self._base = endpoint[:marker] if marker >= 0 else endpoint.rsplit("/", 1)[0]
+        self._base = api_base(endpoint)
 
     @property
     def timeout_s(self) -> float:
@@ -423,6 +423,51 @@ class WorkflowClient:
             )
         except httpx.HTTPError as exc:
             log.warning("could not stop the Dify task %s: %s", started.task_id, type(exc).__name__)
+
+
+def api_base(endpoint: str) -> str:
+    """The API's base URL (…/v1) from a workflow-run endpoint: the run lookup, the stop call
+    and the input form hang off it."""
+    marker = endpoint.rfind("/workflows/")
+    return endpoint[:marker] if marker >= 0 else endpoint.rsplit("/", 1)[0]
+
+
+class FormClient:
+    """Reads the workflow's input form (`GET /v1/parameters`) with the app's key."""
+
+    def __init__(self, *, http: httpx.Client, endpoint: str, api_key: ApiKey) -> None:
+        self._http = http
+        self._url = f"{api_base(endpoint)}/parameters"
+        self._api_key = api_key
+
+    def form(self) -> list[Variable]:
+        """Raises ConfigError when the form cannot be read for good (the message says to set
+        CHECK_INPUTS=false for a Dify that hides it), TransientError to try again later."""
+        headers = {"Authorization": f"Bearer {self._api_key.get()}"}
+        try:
+            response = self._http.get(self._url, headers=headers, timeout=30.0)
+        except httpx.HTTPError as exc:
+            raise _connection_error(exc) from None
+        if response.status_code == 200:
+            try:
+                return parse_form(response.json())
+            except ValueError:
+                raise TransientError(
+                    "Dify's input form (GET /v1/parameters) is not JSON", code="malformed"
+                ) from None
+        error = classify_http_error(
+            response.status_code,
+            response.text[:_ERROR_BODY_BYTES],
+            response.headers.get("retry-after"),
+        )
+        if isinstance(error, AppWideError) and error.bad_key:
+            self._api_key.forget()
+        if isinstance(error, TransientError) and not isinstance(error, AppWideError):
+            raise error
+        raise ConfigError(
+            f"cannot read the workflow's input form (GET {self._url}): {error.describe()}. "
+            "Fix the Dify settings of the loader, or set CHECK_INPUTS=false to skip the check"
+        )
 
 
 class _StreamLost(Exception):

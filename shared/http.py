@@ -87,7 +87,7 @@ def worker_answer(outcome: WorkerOutcome) -> Answer:
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-OPTION_NAMES = ("dry_run", "retry_failed", "reprocess_changed", "resume")
+OPTION_NAMES = ("dry_run", "retry_failed", "reprocess_changed", "resume", "write_back_only")
 
 
 def _flag(name: str, value: Any, *, in_query: bool) -> bool | str:

@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared.errors import SheetError
+from shared.form_check import Variable, check_row, missing_required, unknown_columns
 from shared.logs import get_logger
-from shared.model import Status
+from shared.model import NewRow, Status
 from shared.planning import Enqueue, LoadOptions, count_reasons, plan
-from shared.rows import InvalidRow, RowFilter, parse_rows
+from shared.rows import InvalidRow, ParsedSheet, RowFilter, SheetRow, parse_rows
 from shared.store import PartialWrite, StatusStore, utcnow
 from shared.tasks import TaskQueue
+from shared.write_back import ResultColumns, plan_write_back, result_headers
 
 if TYPE_CHECKING:
     from shared.queue_control import QueueControl
+    from shared.sheet_writer import SheetWriter
 
 log = get_logger("loader")
 MAX_LISTED = 100  # ids listed per category in the answer; the counts are always complete
@@ -46,10 +50,26 @@ class LoadReport:
     error_count: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     queue: dict[str, Any] = field(default_factory=dict)
+    input_check: dict[str, Any] = field(default_factory=dict)
+    write_back: dict[str, Any] = field(default_factory=dict)
+    finished_since_last_run: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class WriteBack:
+    """What writing results back into the sheet needs (WRITE_BACK=true)."""
+
+    writer: SheetWriter
+    columns: ResultColumns
+    sheet_key: str  # spreadsheet id / tab: where the added result headers are remembered
+
+
+class FormReader(Protocol):
+    def form(self) -> list[Variable]: ...
 
 
 class LoaderService:
@@ -63,6 +83,9 @@ class LoaderService:
         row_filter: RowFilter | None,
         namespace: str | None,
         queue_control: QueueControl,
+        write_back: WriteBack | None = None,
+        input_form: FormReader | None = None,
+        sheet_key: str = "",
         clock: Callable[[], datetime] = utcnow,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -73,11 +96,15 @@ class LoaderService:
         self._row_filter = row_filter
         self._namespace = namespace
         self._queue_control = queue_control
+        self._write_back = write_back
+        self._input_form = input_form
+        self._sheet_key = sheet_key
         self._clock = clock
         self._timer = timer
 
     def load(self, options: LoadOptions) -> LoadReport:
         started = self._timer()
+        run_started = self._clock()
         queue_state = self._queue_state(options)
         header, body = self._sheet.read()
         rows_read = 0
@@ -88,14 +115,95 @@ class LoaderService:
                 rows_read += 1
                 yield item
 
+        result_columns = self._result_headers()
         sheet = parse_rows(
-            header, counted(), id_column=self._id_column, row_filter=self._row_filter
+            header,
+            counted(),
+            id_column=self._id_column,
+            row_filter=self._row_filter,
+            result_columns=result_columns,
         )
-        stored, unreadable = self._store.get_many_checked([r.row_id for r in sheet.rows])
-        for row in sheet.rows:  # entities edited by hand into something unreadable
+        report = LoadReport(dry_run=options.dry_run)
+        if not options.write_back_only:
+            self._plan_and_enqueue(sheet, header, result_columns, options, report)
+        report.rows_read = rows_read
+        report.filtered_out, report.blank_rows = sheet.filtered_out, sheet.blank
+        report.invalid_count = len(sheet.invalid)
+        report.invalid = [asdict(i) for i in sheet.invalid[:MAX_LISTED]]
+        report.duplicate_count = len(sheet.duplicates)
+        report.duplicate_ids = [asdict(d) for d in sheet.duplicates[:MAX_LISTED]]
+        if self._write_back is not None and not options.dry_run:
+            report.write_back = self._write_results([str(h).strip() for h in header], sheet)
+            if report.write_back.get("error"):
+                report.errors.append({"id": "(sheet)", "error": report.write_back["error"]})
+                report.error_count += 1
+        if not options.dry_run:
+            report.finished_since_last_run = self._finished_since_last_run(run_started)
+        report.queue = queue_state
+        report.elapsed_s = round(self._timer() - started, 3)
+        self._log(report)
+        return report
+
+    def _result_headers(self) -> set[str]:
+        if self._write_back is None:
+            return set()
+        return result_headers(
+            self._write_back.columns, self._store.result_headers(self._write_back.sheet_key)
+        )
+
+    def _check_inputs(
+        self, sheet: ParsedSheet, header: list[Any], excluded: set[str], report: LoadReport
+    ) -> tuple[list[SheetRow], dict[str, str]]:
+        """Rows as they will be sent (file cells as file objects), and the reasons of rows the
+        workflow's input form refuses. A required variable with no column stops the run here,
+        before anything is written."""
+        if self._input_form is None:
+            return sheet.rows, {}
+        form = self._input_form.form()
+        filter_column = self._row_filter.column if self._row_filter else None
+        columns = [
+            str(h).strip() for h in header if str(h).strip() not in excluded | {filter_column}
+        ]
+        missing = missing_required(form, columns)
+        if missing:
+            raise SheetError(
+                f"the workflow requires {', '.join(repr(m) for m in missing)}, but the sheet has "
+                f"no column of that name (its input columns: {', '.join(columns)}); add or "
+                "rename the column(s). Nothing was run or written."
+            )
+        report.input_check["unknown_columns"] = unknown_columns(form, columns)
+        rows, refused = [], {}
+        for row in sheet.rows:
+            sent, reason = check_row(form, row.inputs)
+            if reason is None:
+                rows.append(replace(row, inputs=sent))
+            else:
+                refused[row.row_id] = reason
+                rows.append(row)
+        report.input_check["refused"] = len(refused)
+        return rows, refused
+
+    def _plan_and_enqueue(
+        self,
+        sheet: ParsedSheet,
+        header: list[Any],
+        excluded: set[str],
+        options: LoadOptions,
+        report: LoadReport,
+    ) -> None:
+        checked, refused = self._check_inputs(sheet, header, excluded, report)
+        stored, unreadable = self._store.get_many_checked([r.row_id for r in checked])
+        for row in checked:  # entities edited by hand into something unreadable
             if row.row_id in unreadable:
                 sheet.invalid.append(InvalidRow(row.row_number, row.row_id, unreadable[row.row_id]))
-        rows = [r for r in sheet.rows if r.row_id not in unreadable]
+        rows = [r for r in checked if r.row_id not in unreadable and r.row_id not in refused]
+        # A refused row is recorded FAILED with its reason (no task), so it shows in the sheet
+        # and in `status`; an existing one stays as it is until its cells are fixed.
+        refused_new = [
+            NewRow(r.row_id, dict(r.inputs), r.inputs_hash, r.row_number, error=refused[r.row_id])
+            for r in checked
+            if r.row_id in refused and r.row_id not in stored and r.row_id not in unreadable
+        ]
         pending = any(s.status is Status.PENDING for s in stored.values())
         actions = plan(
             rows,
@@ -106,44 +214,79 @@ class LoaderService:
             namespace=self._namespace,
             expired_claims=self._store.expired_claims(),
         )
-        report = LoadReport(
-            dry_run=options.dry_run,
-            rows_read=rows_read,
-            skipped=dict(actions.skipped),
-            filtered_out=sheet.filtered_out,
-            blank_rows=sheet.blank,
-            invalid_count=len(sheet.invalid),
-            invalid=[asdict(i) for i in sheet.invalid[:MAX_LISTED]],
-            duplicate_count=len(sheet.duplicates),
-            duplicate_ids=[asdict(d) for d in sheet.duplicates[:MAX_LISTED]],
-        )
+        report.skipped = dict(actions.skipped)
         if options.dry_run:
             report.new = len(actions.new_rows)
             report.re_enqueued = actions.re_enqueued_by_reason()
             report.inputs_updated = len(actions.inputs_updated)
-        else:
-            # Entities first, tasks second: a worker never gets a task for a row it cannot find,
-            # and a run that dies in between loses nothing (the next run finds the lost tasks).
-            # What was committed gets its tasks even when a later batch failed.
-            created, write_error = _committed(self._store.insert_new, actions.new_rows)
-            applied: list[str] = []
-            if write_error is None:
-                applied, write_error = _committed(self._store.apply, actions.transitions)
-            requeued = [actions.requeue[i] for i in applied if i in actions.requeue]
-            items = [Enqueue(row_id, 0, "new") for row_id in created] + requeued
-            enqueued = self._queue.enqueue(items)
-            if write_error is not None:
-                # The scheduler's retry (or the next run) writes and enqueues the rest.
-                enqueued.errors["(datastore)"] = write_error
-            report.new = len(created)
-            report.re_enqueued = count_reasons(requeued)
-            report.inputs_updated = len(set(applied) & set(actions.inputs_updated))
-            report.tasks_created = len(enqueued.created)
-            report.tasks_existing = len(enqueued.existing)
-            report.error_count = len(enqueued.errors)
-            report.errors = [{"id": i, "error": e} for i, e in enqueued.errors.items()][:MAX_LISTED]
-        report.queue = queue_state
-        report.elapsed_s = round(self._timer() - started, 3)
+            return
+        # Entities first, tasks second: a worker never gets a task for a row it cannot find,
+        # and a run that dies in between loses nothing (the next run finds the lost tasks).
+        # What was committed gets its tasks even when a later batch failed.
+        created, write_error = _committed(self._store.insert_new, actions.new_rows)
+        applied: list[str] = []
+        if write_error is None:
+            applied, write_error = _committed(self._store.apply, actions.transitions)
+        if write_error is None and refused_new:
+            _, write_error = _committed(self._store.insert_new, refused_new)
+        requeued = [actions.requeue[i] for i in applied if i in actions.requeue]
+        items = [Enqueue(row_id, 0, "new") for row_id in created] + requeued
+        enqueued = self._queue.enqueue(items)
+        if write_error is not None:
+            # The scheduler's retry (or the next run) writes and enqueues the rest.
+            enqueued.errors["(datastore)"] = write_error
+        report.new = len(created)
+        report.re_enqueued = count_reasons(requeued)
+        report.inputs_updated = len(set(applied) & set(actions.inputs_updated))
+        report.tasks_created = len(enqueued.created)
+        report.tasks_existing = len(enqueued.existing)
+        report.error_count = len(enqueued.errors)
+        report.errors = [{"id": i, "error": e} for i, e in enqueued.errors.items()][:MAX_LISTED]
+
+    def _write_results(self, header: list[str], sheet: ParsedSheet) -> dict[str, Any]:
+        """Write the outcome of every row that finished since the last write (found with an
+        indexed query) beside its inputs; a row counts as written only once its write
+        succeeded, so a failed write is retried next run and nothing is written twice."""
+        assert self._write_back is not None
+        pending = self._store.pending_writes()
+        known = self._store.result_headers(self._write_back.sheet_key)
+        write_plan = plan_write_back(
+            header,
+            known_result_headers=known,
+            row_numbers={r.row_id: r.row_number for r in sheet.rows},
+            finished=pending,
+            columns=self._write_back.columns,
+        )
+        result = self._write_back.writer.write(write_plan, header_width=len(header))
+        self._store.remember_result_headers(self._write_back.sheet_key, result.headers_added)
+        done = set(result.written) | set(write_plan.not_in_sheet)
+        self._store.mark_written([f for f in pending if f.row_id in done])
+        return {
+            "rows_written": len(result.written),
+            "not_in_sheet": len(write_plan.not_in_sheet),
+            "headers_added": result.headers_added,
+            "output_keys_not_written": sorted(write_plan.input_columns_skipped),
+            "left_for_next_run": len(pending) - len(done),
+            "error": result.error,
+        }
+
+    def _finished_since_last_run(self, now: datetime) -> dict[str, Any]:
+        since = self._store.last_run(self._sheet_key)
+        self._store.note_run(self._sheet_key, now)
+        if since is None:
+            return {}
+        rows = self._store.finished_since(since)
+        return {
+            "since": since.isoformat(),
+            "rows": len(rows),
+            "succeeded": sum(1 for r in rows if r["status"] == Status.SUCCESS),
+            "failed": sum(1 for r in rows if r["status"] == Status.FAILED),
+            "total_tokens": sum(int(r["total_tokens"] or 0) for r in rows),
+            "workflow_seconds": round(sum(float(r["elapsed_time"] or 0) for r in rows), 3),
+        }
+
+    def _log(self, report: LoadReport) -> None:
+        queue_state = report.queue
         if queue_state.get("state") == "PAUSED":
             log.error(
                 "the queue %s is paused: %s. Fix the cause, then run the loader with resume=true",
@@ -166,7 +309,6 @@ class LoaderService:
                 },
             },
         )
-        return report
 
     def _queue_state(self, options: LoadOptions) -> dict[str, Any]:
         """The queue's state for the summary; resumed first when asked (never in a dry run,

@@ -54,6 +54,8 @@ class NewRow:
     inputs: dict[str, Any]
     inputs_hash: str
     row_number: int
+    # A row the input check refused is recorded FAILED at once, with the reason (no task).
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.form_check import CHECK_PREFIX
 from shared.model import NewRow, Status, StoredRow, Transition
 from shared.rows import SheetRow
 
@@ -24,6 +25,7 @@ class LoadOptions:
     retry_failed: bool = False
     reprocess_changed: bool = False
     resume: bool = False  # resume a paused queue first (after the operator fixed the cause)
+    write_back_only: bool = False  # only write finished rows' outcomes into the sheet
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,18 @@ def plan(
                 "row_number": sheet_row.row_number,
             }
         if row.status in (Status.SUCCESS, Status.FAILED):
-            if options.reprocess_changed and changed:
+            if (
+                row.status is Status.FAILED
+                and changed
+                and (row.error or "").startswith(CHECK_PREFIX)
+            ):
+                # Refused by the input check, and its cells were fixed: it runs by itself.
+                requeue(
+                    row,
+                    "inputs_fixed",
+                    _reset(row, **new_inputs, attempts=0, error=None, write_pending=False),
+                )
+            elif options.reprocess_changed and changed:
                 requeue(
                     row,
                     "reprocess_changed",

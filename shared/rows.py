@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,14 +135,13 @@ def _id_problem(row_id: str) -> str | None:
     return None
 
 
-def _inputs_problem(header: Sequence[str], cells: Sequence[str]) -> str | None:
-    for index, cell in enumerate(cells):
+def _inputs_problem(inputs: dict[str, str]) -> str | None:
+    for name, cell in inputs.items():
         if has_lone_surrogate(cell):
             return (
-                f"cell {column_letter(index)} ({header[index]}) holds a broken character (half "
-                "of an emoji?); retype it"
+                f"the cell under {name!r} holds a broken character (half of an emoji?); retype it"
             )
-    size = sum(len(c.encode()) for c in cells) + sum(len(h.encode()) for h in header)
+    size = sum(len(c.encode()) + len(n.encode()) for n, c in inputs.items())
     if size > MAX_INPUTS_BYTES:
         return (
             f"its cells hold {size:,} bytes of text, more than the {MAX_INPUTS_BYTES:,} a row may "
@@ -157,9 +156,11 @@ def parse_rows(
     *,
     id_column: str,
     row_filter: RowFilter | None = None,
+    result_columns: Collection[str] = (),
 ) -> ParsedSheet:
     """`rows` are (sheet row number, cells) after the header. Blank rows are skipped, short
-    rows padded with empty strings; of rows sharing an id the first wins."""
+    rows padded with empty strings; of rows sharing an id the first wins. `result_columns`
+    (written by the write-back) are neither inputs nor part of the inputs' hash."""
     header = parse_header(header_cells)
     id_index = resolve_id_column(id_column, header)
     filter_index: int | None = None
@@ -205,8 +206,12 @@ def parse_rows(
             parsed.duplicates.append(DuplicateRow(row_id, row_number, first_seen[row_id]))
             continue
         cells += [""] * (len(header) - len(cells))
-        inputs = {name: cells[i] for i, name in enumerate(header) if i != filter_index}
-        problem = _inputs_problem(header, cells)
+        inputs = {
+            name: cells[i]
+            for i, name in enumerate(header)
+            if i != filter_index and name not in result_columns
+        }
+        problem = _inputs_problem(inputs)
         if problem:
             parsed.invalid.append(InvalidRow(row_number, row_id, problem))
             continue

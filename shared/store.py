@@ -25,6 +25,7 @@ from shared.claims import ClaimVerdict, decide_claim
 from shared.errors import PermanentError, TransientError
 from shared.model import KIND, NewRow, Status, StoredRow, Transition
 from shared.outcomes import clip
+from shared.write_back import Finished
 
 T = TypeVar("T")
 LOOKUP_BATCH = 1000  # Datastore's limit of keys per lookup
@@ -36,6 +37,8 @@ _ROW_OVERHEAD_BYTES = 1024
 # Entity limit 1,048,572 bytes; keep room for the other properties and key.
 ENTITY_LIMIT_BYTES = 1_048_572
 _ENTITY_OVERHEAD_BYTES = 16 * 1024
+COLUMNS_KIND = "dify_batch_result_columns"  # per sheet: the result headers write-back added
+RUNS_KIND = "dify_batch_loader_runs"  # per sheet: when the loader last ran
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
 UNINDEXED = ("inputs", "result", "error")
 
@@ -344,13 +347,16 @@ class StatusStore:
 
     def _new_entity(self, row: NewRow, now: datetime) -> datastore.Entity:
         entity = datastore.Entity(self.key(row.row_id), exclude_from_indexes=UNINDEXED)
+        failed = row.error is not None
         entity.update(
-            status=Status.PENDING.value,
+            status=(Status.FAILED if failed else Status.PENDING).value,
             inputs=json.dumps(row.inputs, ensure_ascii=False),
             inputs_hash=row.inputs_hash,
             row_number=row.row_number,
             result=None,
-            error=None,
+            error=row.error,
+            finished_at=now if failed else None,
+            write_pending=failed,
             attempts=0,
             generation=0,
             workflow_run_id=None,
@@ -395,6 +401,77 @@ class StatusStore:
             except TransientError as exc:
                 raise PartialWrite(applied, exc) from None
         return applied
+
+    # -- the write-back's side ----------------------------------------------------------------
+
+    def pending_writes(self, limit: int = 10_000) -> list[Finished]:
+        """Finished rows whose outcome is not in the sheet yet: an equality query on one
+        indexed property (`write_pending`), not a read of every entity."""
+        query = self._client.query(kind=KIND)
+        query.add_filter(filter=datastore.query.PropertyFilter("write_pending", "=", True))
+        found = []
+        for entity in self._retrying(lambda: list(query.fetch(limit=limit))):
+            try:
+                outputs = json.loads(entity["result"]) if entity.get("result") else None
+            except ValueError:
+                outputs = None
+            found.append(
+                Finished(
+                    row_id=str(entity.key.name),
+                    status=str(entity.get("status")),
+                    outputs=outputs if isinstance(outputs, dict) else None,
+                    error=entity.get("error"),
+                    finished_at=entity.get("finished_at"),
+                )
+            )
+        return found
+
+    def mark_written(self, rows: Sequence[Finished]) -> None:
+        """Done with these rows' outcomes, unless a row finished again meanwhile (a re-run):
+        then its new outcome stays pending."""
+        for batch in chunked(rows, WRITE_BATCH):
+
+            def work(txn: datastore.Transaction, batch: Sequence[Finished] = batch) -> None:
+                wanted = {r.row_id: r.finished_at for r in batch}
+                entities = self._client.get_multi([self.key(i) for i in wanted], transaction=txn)
+                for entity in entities:
+                    if entity.get("finished_at") == wanted[entity.key.name]:
+                        entity.update(write_pending=False)
+                        txn.put(entity)
+
+            self._transact(work)
+
+    def result_headers(self, sheet: str) -> list[str]:
+        """Headers an earlier write-back added to `sheet`: result columns, never inputs."""
+        entity = self._retrying(lambda: self._client.get(self._client.key(COLUMNS_KIND, sheet)))
+        return list(entity.get("headers") or []) if entity is not None else []
+
+    def remember_result_headers(self, sheet: str, headers: Sequence[str]) -> None:
+        if not headers:
+            return
+        known = self.result_headers(sheet)
+        entity = datastore.Entity(self._client.key(COLUMNS_KIND, sheet))
+        entity.update(headers=[*known, *(h for h in headers if h not in known)])
+        self._retrying(lambda: self._client.put(entity))
+
+    def finished_since(self, since: datetime) -> list[dict[str, Any]]:
+        """Status, tokens and time of the rows finished since `since` (one property's range:
+        the built-in index serves it)."""
+        query = self._client.query(kind=KIND)
+        query.add_filter(filter=datastore.query.PropertyFilter("finished_at", ">=", since))
+        return [
+            {k: e.get(k) for k in ("status", "total_tokens", "elapsed_time")}
+            for e in self._retrying(lambda: list(query.fetch()))
+        ]
+
+    def last_run(self, sheet: str) -> datetime | None:
+        entity = self._retrying(lambda: self._client.get(self._client.key(RUNS_KIND, sheet)))
+        return entity.get("at") if entity is not None else None
+
+    def note_run(self, sheet: str, at: datetime) -> None:
+        entity = datastore.Entity(self._client.key(RUNS_KIND, sheet))
+        entity.update(at=at)
+        self._retrying(lambda: self._client.put(entity))
 
     def expired_claims(self) -> list[StoredRow]:
         """PROCESSING rows whose lease has passed, wherever they are (also rows that left the

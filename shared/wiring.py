@@ -34,7 +34,13 @@ if TYPE_CHECKING:
     from shared.loader_service import LoaderService
     from shared.queue_control import QueueControl
 
-SHEETS_SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
+SHEETS_READ_SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
+SHEETS_WRITE_SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]  # WRITE_BACK=true
+
+
+def sheets_scopes(settings: LoaderSettings) -> list[str]:
+    return SHEETS_WRITE_SCOPES if settings.write_back else SHEETS_READ_SCOPES
+
 
 T = TypeVar("T")
 _lock = threading.Lock()
@@ -75,7 +81,7 @@ def secret_reader(settings: CommonSettings) -> SecretReader:
     return SecretReader(client=client, project=settings.google_cloud_project)
 
 
-def dify_api_key(settings: WorkerSettings) -> ApiKey:
+def dify_api_key(settings: WorkerSettings | LoaderSettings) -> ApiKey:
     """The plain key locally; else the secret, read on first use and again after a 401."""
     if settings.dify_api_key is not None:
         plain = settings.dify_api_key.get_secret_value()
@@ -154,14 +160,14 @@ def sheets_credentials(settings: LoaderSettings) -> Credentials:
             return cast(
                 Credentials,
                 service_account.Credentials.from_service_account_info(
-                    json.loads(text), scopes=SHEETS_SCOPES
+                    json.loads(text), scopes=sheets_scopes(settings)
                 ),
             )
         if settings.google_sheets_credentials_file:
             return cast(
                 Credentials,
                 service_account.Credentials.from_service_account_file(
-                    settings.google_sheets_credentials_file, scopes=SHEETS_SCOPES
+                    settings.google_sheets_credentials_file, scopes=sheets_scopes(settings)
                 ),
             )
     except (ValueError, KeyError, OSError) as exc:
@@ -178,7 +184,7 @@ def sheets_credentials(settings: LoaderSettings) -> Credentials:
         ) from None
     if settings.sheets_api_endpoint:
         return AnonymousCredentials()
-    credentials, _project = google.auth.default(scopes=SHEETS_SCOPES)
+    credentials, _project = google.auth.default(scopes=sheets_scopes(settings))
     return credentials
 
 
@@ -222,10 +228,13 @@ def queue_control(
 
 
 def _build_loader() -> LoaderService:
-    from shared.loader_service import LoaderService
+    from shared.dify import FormClient
+    from shared.loader_service import LoaderService, WriteBack
     from shared.rows import RowFilter
     from shared.sheet import SheetReader
+    from shared.sheet_writer import SheetWriter
     from shared.tasks import TaskQueue
+    from shared.write_back import ResultColumns, parse_result_columns
 
     settings = load(LoaderSettings)
     logs.configure(settings.log_level)
@@ -233,9 +242,33 @@ def _build_loader() -> LoaderService:
     if settings.row_filter_column and settings.row_filter_value is not None:
         row_filter = RowFilter(settings.row_filter_column, settings.row_filter_value)
     store = status_store(settings)
+    service = sheets_service(settings)
+    sheet_key = f"{settings.spreadsheet_id}/{settings.sheet_name}"
+    write_back = None
+    if settings.write_back:
+        write_back = WriteBack(
+            writer=SheetWriter(
+                service=service,
+                spreadsheet_id=settings.spreadsheet_id,
+                sheet_name=settings.sheet_name,
+            ),
+            columns=ResultColumns(
+                mapping=parse_result_columns(settings.result_columns),
+                status_header=settings.result_status_column,
+                error_header=settings.result_error_column,
+            ),
+            sheet_key=sheet_key,
+        )
+    input_form = None
+    if settings.check_inputs and settings.dify_api_endpoint:
+        input_form = FormClient(
+            http=httpx.Client(),
+            endpoint=settings.dify_api_endpoint,
+            api_key=dify_api_key(settings),
+        )
     return LoaderService(
         sheet=SheetReader(
-            service=sheets_service(settings),
+            service=service,
             spreadsheet_id=settings.spreadsheet_id,
             sheet_name=settings.sheet_name,
             chunk_rows=settings.sheet_chunk_rows,
@@ -256,6 +289,9 @@ def _build_loader() -> LoaderService:
         queue_control=queue_control(
             settings, settings.cloud_tasks_emulator_host, settings.queue_path, store
         ),
+        write_back=write_back,
+        input_form=input_form,
+        sheet_key=sheet_key,
     )
 
 

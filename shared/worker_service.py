@@ -238,7 +238,7 @@ class WorkerService:
         if not after.charged:
             changes["attempts"] = attempt - 1  # Dify started no run for this row
         if after.status is Status.FAILED:
-            changes["finished_at"] = datetime.now(UTC)
+            changes.update(finished_at=datetime.now(UTC), write_pending=True)
         try:
             if not self._write(row_id, claim_id, changes, deadline):
                 return WorkerOutcome(TaskResult.CLAIM_LOST, row_id, attempt, after.error)
@@ -287,7 +287,12 @@ _LOG_LEVELS = {
 
 
 def _failed(error: str) -> dict[str, Any]:
-    return {"status": Status.FAILED.value, "error": error, "finished_at": datetime.now(UTC)}
+    return {
+        "status": Status.FAILED.value,
+        "error": error,
+        "finished_at": datetime.now(UTC),
+        "write_pending": True,  # for the sheet write-back (an indexed query finds it)
+    }
 
 
 def _succeeded(run: WorkflowRun, inputs_json: str) -> dict[str, Any]:
@@ -316,5 +321,6 @@ def _succeeded(run: WorkflowRun, inputs_json: str) -> dict[str, Any]:
         "result": result,
         "error": None,
         "finished_at": datetime.now(UTC),
+        "write_pending": True,
         **common,
     }

@@ -63,7 +63,7 @@ def test_the_demo_runs_every_sample_row_to_its_end(tmp_path):
     assert "Dify STAND-IN" in out
     assert re.search(r"SUCCESS\s*│\s*29", out), out
     assert re.search(r"FAILED\s*│\s*1\b", out), out
-    assert "title is required in input form" in out  # the failed row, explained
+    assert "'title' is required, but its cell is empty" in out  # the failed row, explained
     assert "succeeded after 2 attempts" in out  # the transient failure, retried
     [path] = re.findall(r"results: 30 rows written to (\S+)", out)
     with (ROOT / path).open(encoding="utf-8") as f:
@@ -73,7 +73,7 @@ def test_the_demo_runs_every_sample_row_to_its_end(tmp_path):
     assert rows[0]["status"] == "SUCCESS"
     assert "고양이는" in rows[0]["outputs"]
     failed = next(r for r in rows if r["id"] == "ko-012")
-    assert (failed["status"], failed["error"].split(":")[0]) == ("FAILED", "invalid_param")
+    assert (failed["status"], failed["error"].split(":")[0]) == ("FAILED", "input_check")
 
 
 def test_ctrl_c_stops_everything_the_demo_started():

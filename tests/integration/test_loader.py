@@ -524,7 +524,7 @@ def test_broken_characters_make_invalid_rows_and_the_rest_runs(loader_url, sheet
     summary = response.json()
     assert summary["new"] == 1
     reasons = {i["row_number"]: i["reason"] for i in summary["invalid"]}
-    assert "cell B (title)" in reasons[3]
+    assert "the cell under 'title'" in reasons[3]
     assert "the id holds a broken character" in reasons[4]
     assert entity(ds_client, "ok")["status"] == "PENDING"
 

@@ -448,3 +448,13 @@ def test_the_provider_is_held_to_the_checked_major():
 
 def test_the_queue_name_can_carry_a_suffix():
     assert unquote(locals_()["queue_name"]) == "${var.name_prefix}${var.queue_name_suffix}"
+
+
+def test_write_back_is_configured_on_the_loader_with_an_optional_second_job():
+    keys = env_keys(service_config("loader")["environment_variables"])
+    assert {"WRITE_BACK", "RESULT_COLUMNS", "CHECK_INPUTS", "DIFY_API_KEY_SECRET_ID"} <= keys
+    job = resources("google_cloud_scheduler_job")["write_back"]
+    assert "var.write_back_schedule" in job["count"]
+    assert defaults()["write_back"] is False
+    grant = resources("google_secret_manager_secret_iam_member")["loader_dify_key"]
+    assert "var.check_inputs" in grant["count"]

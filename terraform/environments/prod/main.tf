@@ -36,6 +36,12 @@ module "dify_batch_processor" {
   dify_max_response_bytes             = var.dify_max_response_bytes
   sheet_chunk_rows                    = var.sheet_chunk_rows
   enqueue_concurrency                 = var.enqueue_concurrency
+  write_back                          = var.write_back
+  result_columns                      = var.result_columns
+  result_status_column                = var.result_status_column
+  result_error_column                 = var.result_error_column
+  write_back_schedule                 = var.write_back_schedule
+  check_inputs                        = var.check_inputs
   loader_ingress                      = var.loader_ingress
   queue_name_suffix                   = var.queue_name_suffix
   dispatch_log_sampling               = var.dispatch_log_sampling

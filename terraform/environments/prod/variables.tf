@@ -223,3 +223,39 @@ variable "iam_propagation_seconds" {
   description = "Seconds the first apply waits after the builder's grants before building."
   default     = null
 }
+
+variable "write_back" {
+  type        = bool
+  description = "Write each row's outcome into the sheet (needs the sheet shared with the loader as Editor)."
+  default     = null
+}
+
+variable "result_columns" {
+  type        = string
+  description = "Workflow output -> sheet header, e.g. answer->Answer; empty: one column per output."
+  default     = null
+}
+
+variable "result_status_column" {
+  type        = string
+  description = "Header of the write-back's status column."
+  default     = null
+}
+
+variable "result_error_column" {
+  type        = string
+  description = "Header of the write-back's error column."
+  default     = null
+}
+
+variable "write_back_schedule" {
+  type        = string
+  description = "Optional schedule of a job that only writes results into the sheet."
+  default     = null
+}
+
+variable "check_inputs" {
+  type        = bool
+  description = "Check rows against the workflow's input form before anything runs."
+  default     = null
+}

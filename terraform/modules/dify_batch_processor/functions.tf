@@ -46,6 +46,13 @@ resource "google_cloudfunctions2_function" "loader" {
       WORKER_URL                          = google_cloudfunctions2_function.worker.service_config[0].uri
       TASKS_SERVICE_ACCOUNT_EMAIL         = google_service_account.invoker.email
       ENQUEUE_CONCURRENCY                 = tostring(var.enqueue_concurrency)
+      WRITE_BACK                          = tostring(var.write_back)
+      RESULT_COLUMNS                      = var.result_columns
+      RESULT_STATUS_COLUMN                = var.result_status_column
+      RESULT_ERROR_COLUMN                 = var.result_error_column
+      CHECK_INPUTS                        = tostring(var.check_inputs)
+      DIFY_API_ENDPOINT                   = var.dify_api_endpoint
+      DIFY_API_KEY_SECRET_ID              = var.dify_api_key_secret_id
     })
   }
 

@@ -154,6 +154,16 @@ resource "google_secret_manager_secret_iam_member" "worker_dify_key" {
   member    = google_service_account.worker.member
 }
 
+# The loader reads the workflow's input form with the same key (check_inputs).
+resource "google_secret_manager_secret_iam_member" "loader_dify_key" {
+  count = var.check_inputs ? 1 : 0
+
+  project   = var.project_id
+  secret_id = var.dify_api_key_secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.loader.member
+}
+
 resource "google_secret_manager_secret_iam_member" "loader_sheets_key" {
   count = var.google_sheets_credentials_secret_id == "" ? 0 : 1
 

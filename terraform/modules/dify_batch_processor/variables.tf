@@ -418,3 +418,51 @@ variable "iam_propagation_seconds" {
     error_message = "iam_propagation_seconds must be a whole number from 0 to 600."
   }
 }
+
+# --- Results back in the sheet, and the input form check -------------------------------------
+
+variable "write_back" {
+  type        = bool
+  description = "Write each row's outcome into result columns beside its inputs (WRITE_BACK). Needs the sheet shared with loader_service_account as Editor (not Viewer); the loader then asks for the spreadsheets scope instead of read-only."
+  default     = false
+  nullable    = false
+}
+
+variable "result_columns" {
+  type        = string
+  description = "Workflow output -> sheet header, e.g. \"answer->Answer, score->점수\" (RESULT_COLUMNS). Empty: every output key gets a column of its own name."
+  default     = ""
+  nullable    = false
+  validation {
+    condition     = var.result_columns == "" || alltrue([for item in split(",", var.result_columns) : can(regex("^\\s*[^-]+->.+$", item))])
+    error_message = "result_columns must look like answer->Answer, score->Score."
+  }
+}
+
+variable "result_status_column" {
+  type        = string
+  description = "Header of the column the write-back puts each row's status in."
+  default     = "dify_status"
+  nullable    = false
+}
+
+variable "result_error_column" {
+  type        = string
+  description = "Header of the column the write-back puts each failed row's reason in."
+  default     = "dify_error"
+  nullable    = false
+}
+
+variable "write_back_schedule" {
+  type        = string
+  description = "Optional second Cloud Scheduler job that only writes finished rows' outcomes into the sheet (loader option write_back_only), e.g. \"*/10 * * * *\". Empty: results are written by the main job only."
+  default     = ""
+  nullable    = false
+}
+
+variable "check_inputs" {
+  type        = bool
+  description = "Check every row against the workflow's input form (GET /v1/parameters) before anything runs (CHECK_INPUTS). The loader then reads the Dify key too."
+  default     = true
+  nullable    = false
+}
