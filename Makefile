@@ -13,7 +13,7 @@ TASKS_STANDIN_PORT ?= 8123
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test test-unit lint fmt setup demo run-local run-emulator stop-emulator \
+.PHONY: help install lock test test-unit lint fmt setup demo demo-workflows run-local run-emulator stop-emulator \
 	run-dify-standin run-worker test-worker run-sheets-standin run-tasks-standin run-loader \
 	test-loader bench tf-fmt tf-check tf-validate clean
 
@@ -55,6 +55,9 @@ fmt: ## Format the Python code and the Terraform
 
 demo: $(VENV)/.installed ## Run the whole batch locally on the sample sheet (or CSV=path/to/sheet.csv)
 	@$(PY) -m local.demo $(if $(CSV),--csv "$(CSV)") $(if $(filter true,$(WRITE_BACK)),--write-back)
+
+demo-workflows: $(VENV)/.installed ## The demo with two workflows: rows routed by their `kind` column to two Dify apps
+	@$(PY) -m local.demo --two-workflows
 
 run-local: $(VENV)/.installed .env ## Start the whole local stack on .env's ports and keep it up (Ctrl+C stops it)
 	@$(PY) -m local.run_local $(if $(CSV),--csv "$(CSV)")

@@ -21,6 +21,7 @@ FIELDS = (
     "elapsed_time",
     "finished_at",
     "workflow_run_id",
+    "workflow",
 )
 
 
@@ -48,6 +49,7 @@ def record(row: dict[str, Any]) -> dict[str, Any]:
         "elapsed_time": row.get("elapsed_time"),
         "finished_at": finished.isoformat() if isinstance(finished, datetime) else finished,
         "workflow_run_id": row.get("workflow_run_id"),
+        "workflow": row.get("workflow"),
     }
 
 

@@ -114,7 +114,12 @@ def status(ctx: Context, as_json: bool, window: float, failures: int) -> None:
     report = ctx.report()
     state = ctx.progress(report)
     failed = [
-        {"id": f["id"], "row_number": f.get("row_number"), "error": f.get("error")}
+        {
+            "id": f["id"],
+            "row_number": f.get("row_number"),
+            "workflow": f.get("workflow"),
+            "error": f.get("error"),
+        }
         for f in report.latest_failures(failures)
     ]
     queue = ctx.queue_state()

@@ -70,6 +70,12 @@ class CloudTasksStandIn:
     delivered: list[tuple[str, int]] = field(default_factory=list)  # (task name, HTTP status)
     peak_in_flight: int = 0
     paused: set[str] = field(default_factory=set)  # queue names
+    # Per-queue max_concurrent_dispatches (queue id -> cap); others use the one above.
+    queue_caps: dict[str, int] = field(default_factory=dict)
+    peak_per_queue: dict[str, int] = field(default_factory=dict)
+    first_dispatch_at: float | None = None  # time.monotonic() of the first delivery
+    last_success_at: float | None = None  # ... and of the last 2xx answer
+    _in_flight_per_queue: dict[str, int] = field(default_factory=dict)
     queue_calls: list[tuple[str, str]] = field(default_factory=list)  # (method, queue name)
     _tasks: dict[str, _Entry] = field(default_factory=dict)
     _ended: set[str] = field(default_factory=set)
@@ -211,12 +217,15 @@ class CloudTasksStandIn:
     # -- dispatching --------------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
-        pool = ThreadPoolExecutor(max_workers=self.max_concurrent_dispatches)
+        workers = self.max_concurrent_dispatches + sum(self.queue_caps.values())
+        pool = ThreadPoolExecutor(max_workers=workers)
         http = httpx.Client()
         while not self._stopping.is_set():
             now = time.monotonic()
             with self._lock:
-                free = self.max_concurrent_dispatches - self._in_flight
+                free = (
+                    self.max_concurrent_dispatches + sum(self.queue_caps.values()) - self._in_flight
+                )
                 due = [
                     e
                     for e in self._tasks.values()
@@ -225,10 +234,19 @@ class CloudTasksStandIn:
                     and e.task.name.split("/tasks/")[0] not in self.paused
                 ]
                 due.sort(key=lambda e: e.due)
-                for entry in due[: max(0, free)]:
+                for entry in due:
+                    if free <= 0:
+                        break
+                    queue = entry.task.name.split("/")[5]
+                    busy = self._in_flight_per_queue.get(queue, 0)
+                    if busy >= self.queue_caps.get(queue, self.max_concurrent_dispatches):
+                        continue
+                    free -= 1
                     entry.running = True
                     self._in_flight += 1
+                    self._in_flight_per_queue[queue] = busy + 1
                     self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+                    self.peak_per_queue[queue] = max(self.peak_per_queue.get(queue, 0), busy + 1)
                     pool.submit(self._deliver, http, entry)
             self._wake.wait(0.05)
             self._wake.clear()
@@ -244,6 +262,9 @@ class CloudTasksStandIn:
             "X-CloudTasks-QueueName": entry.task.name.split("/")[5],
         }
         retry_after: float | None = None
+        with self._lock:
+            if self.first_dispatch_at is None:
+                self.first_dispatch_at = time.monotonic()
         try:
             response = http.post(
                 request.url, content=request.body, headers=headers, timeout=deadline
@@ -258,8 +279,12 @@ class CloudTasksStandIn:
         with self._lock:
             self.delivered.append((entry.task.name, status))
             self._in_flight -= 1
+            queue = entry.task.name.split("/")[5]
+            self._in_flight_per_queue[queue] = self._in_flight_per_queue.get(queue, 1) - 1
             entry.running = False
             entry.attempts += 1
+            if 200 <= status < 300:
+                self.last_success_at = time.monotonic()
             if 200 <= status < 300 or entry.attempts >= self.max_attempts:
                 self._tasks.pop(entry.task.name, None)
                 self._ended.add(entry.task.name)

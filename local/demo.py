@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -48,7 +49,14 @@ def main() -> int:
         default=os.environ.get("WRITE_BACK", "").lower() in ("1", "true", "yes"),
         help="write every row's result back into the sheet (WRITE_BACK=true does the same)",
     )
+    parser.add_argument(
+        "--two-workflows",
+        action="store_true",
+        help="the bundled example of rows routed by their `kind` column to two Dify apps",
+    )
     args = parser.parse_args()
+    if args.two_workflows and args.csv == SAMPLE_CSV:
+        args.csv = SAMPLE_CSV.with_name("sample_two_workflows.csv")
     if not args.csv.is_file():
         print(f"no such CSV file: {args.csv}", file=sys.stderr)
         return 2
@@ -61,6 +69,7 @@ def main() -> int:
         max_concurrent=args.concurrency,
         dify_latency=args.latency,
         write_back=args.write_back,
+        two_workflows=args.two_workflows,
     )
     started = time.monotonic()
     try:
@@ -90,6 +99,8 @@ def _run(stack: Stack, console: Console, stamp: str, started: float, timeout: fl
         f"{summary['tasks_created']} tasks created, {summary['invalid_count']} invalid, "
         f"{summary['duplicate_count']} duplicate ids"
     )
+    for row in summary.get("invalid", []):
+        console.print(f"  invalid: row {row['row_number']} ({row['row_id']}): {row['reason']}")
     client = datastore.Client(
         project=stack.env["GOOGLE_CLOUD_PROJECT"], namespace=stack.env["DATASTORE_NAMESPACE"]
     )
@@ -154,6 +165,12 @@ def _summary(console: Console, p: Progress, elapsed: float, report: StatusReport
     table.add_row("workflow time, summed", duration(p.workflow_seconds))
     table.add_row("wall time, start to finish", duration(elapsed))
     console.print(table)
+    by_workflow = Counter(
+        (r.get("workflow") or "default", r.get("status")) for r in report.rows(by_row=False)
+    )
+    if len({w for w, _ in by_workflow}) > 1:
+        for (workflow, status), count in sorted(by_workflow.items()):
+            console.print(f"  workflow {workflow}: {count} {status}")
     failures = report.latest_failures(20)
     if failures:
         failed = Table(title="Failed rows and why", show_lines=True)

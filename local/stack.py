@@ -10,6 +10,7 @@ used instead of the stand-ins.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -69,6 +70,7 @@ class Stack:
     log_dir: Path = ROOT / ".run"
     quiet: bool = False
     write_back: bool = False
+    two_workflows: bool = False  # the bundled example: rows routed by `kind` to two apps
     # Filled in by start():
     env: dict[str, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
@@ -124,12 +126,17 @@ class Stack:
         if self.write_back:
             env["WRITE_BACK"] = "true"
         env.update(self._sheet(dotenv))
-        env.update(self._dify(dotenv))
+        caps: dict[str, int] = {}
+        if self.two_workflows:
+            env.update(self._two_workflows(caps))
+        else:
+            env.update(self._dify(dotenv))
         tasks = CloudTasksStandIn(
             dispatch=True,
             max_concurrent_dispatches=self.max_concurrent,
             max_attempts=25,
             min_backoff=1.0,
+            queue_caps=caps,
         ).start(free(p.tasks))
         self._standins.append(tasks)
         env["CLOUD_TASKS_EMULATOR_HOST"] = tasks.host
@@ -180,6 +187,37 @@ class Stack:
             f"Dify STAND-IN (not a real Dify; about {self.dify_latency:g} s a run): {dify.url}"
         )
         return {"DIFY_API_ENDPOINT": dify.url, "DIFY_API_KEY": STANDIN_KEY}
+
+    def _two_workflows(self, caps: dict[str, int]) -> dict[str, str]:
+        """Two Dify STAND-INS, one per kind of row, each with its own key, cap and variable."""
+        workflows: dict[str, Any] = {}
+        for name, cap, variable in (("math", 2, "problem"), ("essay", 3, "topic")):
+            app = DifyStandIn(
+                api_key=f"app-{name}-standin-key",
+                latency=self.dify_latency,
+                latency_jitter=self.dify_latency / 2,
+                max_active_requests=cap,
+            ).start()
+            self._standins.append(app)
+            queue = f"{QUEUE}-{name}"
+            caps[queue] = cap
+            workflows[name] = {
+                "endpoint": app.url,
+                "api_key": f"app-{name}-standin-key",
+                "queue": queue,
+                "input_columns": {"질문": variable},
+            }
+            self.say(
+                f"Dify STAND-IN for {name!r} rows (not a real Dify; at most {cap} runs at once): "
+                f"{app.url}"
+            )
+        return {
+            "WORKFLOWS": json.dumps(workflows),
+            "WORKFLOW_COLUMN": "kind",
+            "DEFAULT_WORKFLOW": "essay",
+            "INPUT_COLUMNS": "학년->grade",
+            "TASKS_QUEUE": f"{QUEUE}-essay",
+        }
 
     def _serve(self, name: str, source: str, target: str, port: int) -> None:
         log = (self.log_dir / f"{name}.log").open("wb")

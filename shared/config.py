@@ -33,6 +33,13 @@ class CommonSettings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, le=100)
     secret_manager_emulator_host: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Several workflows from one sheet (shared/workflows.py): a JSON object name -> settings,
+    # the header whose value picks a row's workflow, the one for an empty cell, and headers
+    # mapped to variable names (`질문->question`). Unset: the single workflow below.
+    workflows: str | None = None
+    workflow_column: str | None = None
+    default_workflow: str | None = None
+    input_columns: str | None = None
 
     @property
     def dify_timeout_seconds(self) -> float:
@@ -62,7 +69,7 @@ class CommonSettings(BaseSettings):
 
 
 class WorkerSettings(CommonSettings):
-    dify_api_endpoint: str = Field(pattern=r"^https?://\S+$")
+    dify_api_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
     dify_api_key: SecretStr | None = None
     dify_api_key_secret_id: str | None = None
     # Streaming by default: it frees Dify's concurrency slot when the connection closes, can be
@@ -97,6 +104,10 @@ class WorkerSettings(CommonSettings):
                 "secret id: store the key in Secret Manager (gcloud secrets create "
                 "dify-api-key --data-file=-) and set the secret's id here"
             )
+        if self.workflows:
+            return self  # each workflow names its own endpoint and key (WORKFLOWS)
+        if not self.dify_api_endpoint:
+            raise ValueError("DIFY_API_ENDPOINT is not set (or set WORKFLOWS)")
         if self.dify_api_key is None and not self.dify_api_key_secret_id:
             raise ValueError(
                 "set DIFY_API_KEY (local runs) or DIFY_API_KEY_SECRET_ID (the Secret Manager "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +17,7 @@ from shared.planning import Enqueue, LoadOptions, count_reasons, plan
 from shared.rows import InvalidRow, ParsedSheet, RowFilter, SheetRow, parse_rows
 from shared.store import PartialWrite, StatusStore, utcnow
 from shared.tasks import TaskQueue
+from shared.workflows import Routing, route
 from shared.write_back import ResultColumns, plan_write_back, result_headers
 
 if TYPE_CHECKING:
@@ -83,8 +84,10 @@ class LoaderService:
         row_filter: RowFilter | None,
         namespace: str | None,
         queue_control: QueueControl,
+        other_queues: dict[str, QueueControl] | None = None,
         write_back: WriteBack | None = None,
-        input_form: FormReader | None = None,
+        input_forms: Mapping[str, FormReader] | None = None,
+        routing: Routing | None = None,
         sheet_key: str = "",
         clock: Callable[[], datetime] = utcnow,
         timer: Callable[[], float] = time.monotonic,
@@ -96,8 +99,10 @@ class LoaderService:
         self._row_filter = row_filter
         self._namespace = namespace
         self._queue_control = queue_control
+        self._other_queues = other_queues or {}  # workflow -> its own queue (WORKFLOWS)
         self._write_back = write_back
-        self._input_form = input_form
+        self._input_forms = input_forms or {}
+        self._routing = routing
         self._sheet_key = sheet_key
         self._clock = clock
         self._timer = timer
@@ -116,13 +121,20 @@ class LoaderService:
                 yield item
 
         result_columns = self._result_headers()
+        route_column = self._routing.column if self._routing else None
+        if self._routing is not None:
+            self._routing.check_headers([str(h).strip() for h in header])
         sheet = parse_rows(
             header,
             counted(),
             id_column=self._id_column,
             row_filter=self._row_filter,
             result_columns=result_columns,
+            route_column=route_column,
         )
+        if self._routing is not None:
+            sheet.rows, unrouted = route(sheet.rows, self._routing)
+            sheet.invalid.extend(unrouted)
         report = LoadReport(dry_run=options.dry_run)
         if not options.write_back_only:
             self._plan_and_enqueue(sheet, header, result_columns, options, report)
@@ -157,24 +169,40 @@ class LoaderService:
         """Rows as they will be sent (file cells as file objects), and the reasons of rows the
         workflow's input form refuses. A required variable with no column stops the run here,
         before anything is written."""
-        if self._input_form is None:
+        if not self._input_forms:
             return sheet.rows, {}
-        form = self._input_form.form()
         filter_column = self._row_filter.column if self._row_filter else None
-        columns = [
-            str(h).strip() for h in header if str(h).strip() not in excluded | {filter_column}
+        route_column = self._routing.column if self._routing else None
+        headers = [
+            str(h).strip()
+            for h in header
+            if str(h).strip() not in excluded | {filter_column, route_column}
         ]
-        missing = missing_required(form, columns)
-        if missing:
-            raise SheetError(
-                f"the workflow requires {', '.join(repr(m) for m in missing)}, but the sheet has "
-                f"no column of that name (its input columns: {', '.join(columns)}); add or "
-                "rename the column(s). Nothing was run or written."
-            )
-        report.input_check["unknown_columns"] = unknown_columns(form, columns)
+        forms: dict[str, list[Variable]] = {}
+        unknown: set[str] = set()
+        for name in sorted({r.workflow for r in sheet.rows}):
+            reader = self._input_forms.get(name or "default")
+            if reader is None:
+                continue
+            form = forms[name] = reader.form()  # once per workflow per run
+            columns = self._routing.variables(name, headers) if self._routing else headers
+            missing = missing_required(form, columns)
+            if missing:
+                owner = f"the workflow {name!r}" if len(self._input_forms) > 1 else "the workflow"
+                raise SheetError(
+                    f"{owner} requires {', '.join(repr(m) for m in missing)}, but the sheet has "
+                    f"no column for it (its input columns: {', '.join(columns)}); add or rename "
+                    "the column(s), or map them with INPUT_COLUMNS. Nothing was run or written."
+                )
+            unknown.update(unknown_columns(form, columns))
+        report.input_check["unknown_columns"] = sorted(unknown)
         rows, refused = [], {}
         for row in sheet.rows:
-            sent, reason = check_row(form, row.inputs)
+            row_form = forms.get(row.workflow)
+            if row_form is None:
+                rows.append(row)
+                continue
+            sent, reason = check_row(row_form, row.inputs)
             if reason is None:
                 rows.append(replace(row, inputs=sent))
             else:
@@ -200,7 +228,14 @@ class LoaderService:
         # A refused row is recorded FAILED with its reason (no task), so it shows in the sheet
         # and in `status`; an existing one stays as it is until its cells are fixed.
         refused_new = [
-            NewRow(r.row_id, dict(r.inputs), r.inputs_hash, r.row_number, error=refused[r.row_id])
+            NewRow(
+                r.row_id,
+                dict(r.inputs),
+                r.inputs_hash,
+                r.row_number,
+                error=refused[r.row_id],
+                workflow=r.workflow,
+            )
             for r in checked
             if r.row_id in refused and r.row_id not in stored and r.row_id not in unreadable
         ]
@@ -230,7 +265,8 @@ class LoaderService:
         if write_error is None and refused_new:
             _, write_error = _committed(self._store.insert_new, refused_new)
         requeued = [actions.requeue[i] for i in applied if i in actions.requeue]
-        items = [Enqueue(row_id, 0, "new") for row_id in created] + requeued
+        workflow_of = {r.row_id: r.workflow for r in actions.new_rows}
+        items = [Enqueue(i, 0, "new", workflow_of.get(i, "")) for i in created] + requeued
         enqueued = self._queue.enqueue(items)
         if write_error is not None:
             # The scheduler's retry (or the next run) writes and enqueues the rest.
@@ -311,16 +347,26 @@ class LoaderService:
         )
 
     def _queue_state(self, options: LoadOptions) -> dict[str, Any]:
-        """The queue's state for the summary; resumed first when asked (never in a dry run,
-        which changes nothing). The loader never resumes a queue by itself."""
-        before = self._queue_control.state()
+        """The queue's state for the summary (with several workflows, `queues` holds each
+        one's); paused queues are resumed first when asked (never in a dry run, which changes
+        nothing). The loader never resumes a queue by itself."""
+        state = self._one_queue_state(self._queue_control, options)
+        if self._other_queues:
+            state["queues"] = {
+                name: self._one_queue_state(control, options)
+                for name, control in self._other_queues.items()
+            }
+        return state
+
+    def _one_queue_state(self, control: QueueControl, options: LoadOptions) -> dict[str, Any]:
+        before = control.state()
         if not options.resume or not before.paused:
             return before.to_dict()
         if options.dry_run:
             return {**before.to_dict(), "would_resume": True}
-        self._queue_control.resume()
+        control.resume()
         log.info("resumed %s (was paused: %s)", before.queue, before.reason)
-        return {**self._queue_control.state().to_dict(), "resumed": True, "was": before.reason}
+        return {**control.state().to_dict(), "resumed": True, "was": before.reason}
 
 
 def _committed(

@@ -34,6 +34,7 @@ class StoredRow:
     error: str | None = None
     # None when the stored inputs are not a JSON object (written by hand, say).
     inputs: dict[str, Any] | None = field(default_factory=dict)
+    workflow: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class NewRow:
     row_number: int
     # A row the input check refused is recorded FAILED at once, with the reason (no task).
     error: str | None = None
+    workflow: str = ""  # with several workflows: the one it runs on
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class Enqueue:
     row_id: str
     generation: int
     reason: str  # new, lost_task, expired_lease, retry_failed, reprocess_changed
+    workflow: str = ""  # whose queue the task goes to ("": the default)
 
 
 @dataclass
@@ -87,6 +88,7 @@ def plan(
     found by a query: those no longer in the sheet (or its filter) are recovered too, since
     nothing else would ever finish them."""
     result = Plan()
+    row_workflow = {r.row_id: r.workflow for r in rows}
 
     def requeue(
         row: StoredRow,
@@ -97,7 +99,8 @@ def plan(
         result.transitions.append(
             Transition(row.row_id, row.status, row.generation, changes, lease_expired_before)
         )
-        result.requeue[row.row_id] = Enqueue(row.row_id, row.generation + 1, reason)
+        workflow = row_workflow.get(row.row_id, row.workflow or "")
+        result.requeue[row.row_id] = Enqueue(row.row_id, row.generation + 1, reason, workflow)
 
     for sheet_row in rows:
         row = stored.get(sheet_row.row_id)
@@ -108,6 +111,7 @@ def plan(
                     dict(sheet_row.inputs),
                     sheet_row.inputs_hash,
                     sheet_row.row_number,
+                    workflow=sheet_row.workflow,
                 )
             )
             continue
@@ -119,6 +123,8 @@ def plan(
                 "inputs_hash": sheet_row.inputs_hash,
                 "row_number": sheet_row.row_number,
             }
+            if sheet_row.workflow:
+                new_inputs["workflow"] = sheet_row.workflow
         if row.status in (Status.SUCCESS, Status.FAILED):
             if (
                 row.status is Status.FAILED

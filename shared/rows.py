@@ -26,8 +26,10 @@ _RESERVED_ID = re.compile(r"^__.*__$")  # Datastore reserves key names like __fo
 class SheetRow:
     row_number: int  # the sheet's own row number (the header is row 1)
     row_id: str
-    inputs: dict[str, str]
+    inputs: dict[str, Any]
     inputs_hash: str
+    route: str = ""  # the WORKFLOW_COLUMN cell, when there is one
+    workflow: str = ""  # the workflow it runs on, once routed
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ def parse_rows(
     id_column: str,
     row_filter: RowFilter | None = None,
     result_columns: Collection[str] = (),
+    route_column: str | None = None,
 ) -> ParsedSheet:
     """`rows` are (sheet row number, cells) after the header. Blank rows are skipped, short
     rows padded with empty strings; of rows sharing an id the first wins. `result_columns`
@@ -209,12 +212,13 @@ def parse_rows(
         inputs = {
             name: cells[i]
             for i, name in enumerate(header)
-            if i != filter_index and name not in result_columns
+            if i != filter_index and name not in result_columns and name != route_column
         }
+        route = cells[header.index(route_column)] if route_column in header else ""
         problem = _inputs_problem(inputs)
         if problem:
             parsed.invalid.append(InvalidRow(row_number, row_id, problem))
             continue
         first_seen[row_id] = row_number
-        parsed.rows.append(SheetRow(row_number, row_id, inputs, inputs_hash(inputs)))
+        parsed.rows.append(SheetRow(row_number, row_id, inputs, inputs_hash(inputs), route))
     return parsed

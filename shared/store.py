@@ -158,6 +158,7 @@ def to_stored_row(entity: datastore.Entity) -> StoredRow:
         claim_id=entity.get("claim_id"),
         error=entity.get("error"),
         inputs=inputs if isinstance(inputs, dict) else None,
+        workflow=entity.get("workflow"),
     )
 
 
@@ -355,6 +356,7 @@ class StatusStore:
             row_number=row.row_number,
             result=None,
             error=row.error,
+            workflow=row.workflow or None,
             finished_at=now if failed else None,
             write_pending=failed,
             attempts=0,

@@ -42,29 +42,41 @@ class TaskQueue:
         dispatch_deadline_s: int,
         concurrency: int,
         namespace: str | None,
+        workflow_queues: dict[str, tuple[str, int]] | None = None,
     ) -> None:
+        """`workflow_queues`: with several workflows, each one's (queue path, dispatch
+        deadline); rows of other workflows ("") go to `queue_path`."""
         self._client = client
         self._queue = queue_path
+        self._routes = workflow_queues or {}
         self._worker_url = worker_url
         self._service_account = service_account_email
         self._deadline = timedelta(seconds=dispatch_deadline_s)
         self._concurrency = concurrency
         self._namespace = namespace
 
-    def task_name(self, row_id: str, generation: int) -> str:
-        return f"{self._queue}/tasks/{task_id(self._namespace, row_id, generation)}"
+    def _queue_of(self, workflow: str) -> tuple[str, timedelta]:
+        path, deadline_s = self._routes.get(workflow, (self._queue, 0))
+        return path, timedelta(seconds=deadline_s) if deadline_s else self._deadline
+
+    def task_name(self, row_id: str, generation: int, workflow: str = "") -> str:
+        path = self._queue_of(workflow)[0]
+        return f"{path}/tasks/{task_id(self._namespace, row_id, generation)}"
 
     def live_task_ids(self) -> frozenset[str]:
-        """Ids of every task still in the queue (waiting, retrying or running)."""
-        try:
-            pages = self._client.list_tasks(
-                request={"parent": self._queue, "page_size": 1000}, retry=_CREATE_RETRY
-            )
-            return frozenset(t.name.rsplit("/", 1)[-1] for t in pages)
-        except gexc.GoogleAPICallError as exc:
-            raise TransientError(
-                f"cannot list the tasks of {self._queue}: {exc.message}", code="cloud_tasks"
-            ) from None
+        """Ids of every task still in the queue(s) (waiting, retrying or running)."""
+        found: set[str] = set()
+        for queue in sorted({self._queue, *(p for p, _ in self._routes.values())}):
+            try:
+                pages = self._client.list_tasks(
+                    request={"parent": queue, "page_size": 1000}, retry=_CREATE_RETRY
+                )
+                found.update(t.name.rsplit("/", 1)[-1] for t in pages)
+            except gexc.GoogleAPICallError as exc:
+                raise TransientError(
+                    f"cannot list the tasks of {queue}: {exc.message}", code="cloud_tasks"
+                ) from None
+        return frozenset(found)
 
     def _task(self, item: Enqueue) -> tasks_v2.Task:
         request = tasks_v2.HttpRequest(
@@ -78,15 +90,15 @@ class TaskQueue:
                 service_account_email=self._service_account, audience=self._worker_url
             )
         return tasks_v2.Task(
-            name=self.task_name(item.row_id, item.generation),
+            name=self.task_name(item.row_id, item.generation, item.workflow),
             http_request=request,
-            dispatch_deadline=self._deadline,
+            dispatch_deadline=self._queue_of(item.workflow)[1],
         )
 
     def _create(self, item: Enqueue) -> tuple[Enqueue, str, str]:
         try:
             self._client.create_task(
-                request={"parent": self._queue, "task": self._task(item)},
+                request={"parent": self._queue_of(item.workflow)[0], "task": self._task(item)},
                 retry=_CREATE_RETRY,
                 timeout=30.0,
             )

@@ -21,12 +21,26 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 
 from shared import logs
-from shared.config import CommonSettings, LoaderSettings, WorkerSettings, load
+from shared.config import (
+    MAX_DISPATCH_DEADLINE_S,
+    CommonSettings,
+    LoaderSettings,
+    WorkerSettings,
+    load,
+    queue_path,
+)
 from shared.dify import WorkflowClient
 from shared.errors import ConfigError
 from shared.secrets import ApiKey, SecretReader, checked_key
 from shared.store import StatusStore
 from shared.worker_service import WorkerService
+from shared.workflows import (
+    DEFAULT_NAME,
+    Routing,
+    Workflow,
+    parse_input_columns,
+    parse_workflows,
+)
 
 if TYPE_CHECKING:
     from google.cloud import tasks_v2
@@ -81,19 +95,61 @@ def secret_reader(settings: CommonSettings) -> SecretReader:
     return SecretReader(client=client, project=settings.google_cloud_project)
 
 
-def dify_api_key(settings: WorkerSettings | LoaderSettings) -> ApiKey:
+def api_key_of(
+    settings: CommonSettings, workflow: Workflow, *, setting: str = "DIFY_API_KEY_SECRET_ID"
+) -> ApiKey:
     """The plain key locally; else the secret, read on first use and again after a 401."""
-    if settings.dify_api_key is not None:
-        plain = settings.dify_api_key.get_secret_value()
+    if workflow.api_key is not None:
+        plain = checked_key(workflow.api_key, source=f"workflow {workflow.name!r}")
         return ApiKey(read=lambda: plain)
     reader = secret_reader(settings)
-    secret_id = str(settings.dify_api_key_secret_id)
-    source = f"the secret {secret_id} (DIFY_API_KEY_SECRET_ID)"
-    return ApiKey(
-        read=lambda: checked_key(
-            reader.read(secret_id, setting="DIFY_API_KEY_SECRET_ID"), source=source
+    secret_id = str(workflow.api_key_secret_id)
+    source = f"the secret {secret_id} ({setting})"
+    return ApiKey(read=lambda: checked_key(reader.read(secret_id, setting=setting), source=source))
+
+
+def routing(settings: WorkerSettings | LoaderSettings) -> Routing:
+    """The workflows and how rows find theirs (WORKFLOWS, WORKFLOW_COLUMN, DEFAULT_WORKFLOW,
+    INPUT_COLUMNS); without WORKFLOWS, the single-workflow settings as `default`."""
+    input_columns = parse_input_columns(settings.input_columns)
+    if not settings.workflows:
+        if settings.workflow_column or settings.default_workflow:
+            raise ConfigError("WORKFLOW_COLUMN and DEFAULT_WORKFLOW need WORKFLOWS")
+        key = settings.dify_api_key.get_secret_value() if settings.dify_api_key else None
+        single = Workflow(
+            name=DEFAULT_NAME,
+            endpoint=settings.dify_api_endpoint or "",
+            api_key=key,
+            api_key_secret_id=settings.dify_api_key_secret_id if key is None else None,
         )
+        return Routing({DEFAULT_NAME: single}, input_columns=input_columns)
+    workflows = parse_workflows(settings.workflows)
+    if settings.default_workflow and settings.default_workflow not in workflows:
+        raise ConfigError(
+            f"DEFAULT_WORKFLOW {settings.default_workflow!r} is not in WORKFLOWS "
+            f"({', '.join(workflows)})"
+        )
+    if len(workflows) > 1 and not settings.workflow_column:
+        raise ConfigError("several WORKFLOWS need WORKFLOW_COLUMN: the header that picks one")
+    for w in workflows.values():
+        minutes = w.timeout_minutes or settings.dify_api_timeout_minutes
+        if minutes * 60 + settings.timeout_margin_seconds > MAX_DISPATCH_DEADLINE_S:
+            raise ConfigError(
+                f"WORKFLOWS: workflow {w.name!r}: timeout_minutes plus TIMEOUT_MARGIN_SECONDS "
+                f"passes Cloud Tasks' {MAX_DISPATCH_DEADLINE_S} s dispatch deadline"
+            )
+    return Routing(
+        workflows,
+        column=settings.workflow_column,
+        default=settings.default_workflow
+        or (next(iter(workflows)) if len(workflows) == 1 else None),
+        input_columns=input_columns,
+        multi=True,
     )
+
+
+def timeout_of(settings: CommonSettings, workflow: Workflow) -> float:
+    return (workflow.timeout_minutes or settings.dify_api_timeout_minutes) * 60
 
 
 def http_client(concurrency: int) -> httpx.Client:
@@ -106,34 +162,42 @@ def http_client(concurrency: int) -> httpx.Client:
 def _build_worker() -> WorkerService:
     settings = load(WorkerSettings)
     logs.configure(settings.log_level)
-    api_key = dify_api_key(settings)
-    api_key.get()  # a missing secret or denied access shows at the first request, not later
-    workflow = WorkflowClient(
-        http=http_client(settings.threads),
-        endpoint=settings.dify_api_endpoint,
-        api_key=api_key,
-        response_mode=settings.dify_response_mode,
-        user=settings.dify_user,
-        timeout_s=settings.dify_timeout_seconds,
-        max_response_bytes=settings.dify_max_response_bytes,
-    )
+    routes = routing(settings)
+    http = http_client(settings.threads)  # one pool, shared by every workflow's client
+    clients: dict[str, WorkflowClient] = {}
+    for workflow in routes.workflows.values():
+        api_key = api_key_of(settings, workflow)
+        api_key.get()  # a missing secret or denied access shows at the first request
+        clients[workflow.name] = WorkflowClient(
+            http=http,
+            endpoint=workflow.endpoint,
+            api_key=api_key,
+            response_mode=workflow.response_mode or settings.dify_response_mode,
+            user=settings.dify_user,
+            timeout_s=timeout_of(settings, workflow),
+            max_response_bytes=settings.dify_max_response_bytes,
+        )
     store = status_store(settings)
-    path = settings.queue_path
+    longest = max(c.timeout_s for c in clients.values())
 
-    def queue() -> QueueControl | None:
-        if path is None:
+    def queue(name: str) -> QueueControl | None:
+        workflow = routes.workflows.get(name)
+        queue_id = (workflow.queue if workflow else None) or settings.tasks_queue
+        if settings.tasks_location is None or queue_id is None:
             return None
+        path = queue_path(settings.google_cloud_project, settings.tasks_location, queue_id)
         return _once(
-            "worker_queue",
+            f"worker_queue:{path}",
             lambda: queue_control(settings, settings.cloud_tasks_emulator_host, path, store),
         )
 
     return WorkerService(
         store=store,
-        workflow=workflow,
+        workflows=clients,
+        default_workflow=routes.default or DEFAULT_NAME,
         max_attempts=settings.max_attempts,
-        run_seconds=settings.dify_timeout_seconds,
-        lease_seconds=settings.lease_seconds,
+        # The claim covers the longest workflow's run; each run ends by its own timeout.
+        lease_seconds=longest + settings.timeout_margin_seconds,
         queue=queue,
     )
 
@@ -259,13 +323,23 @@ def _build_loader() -> LoaderService:
             ),
             sheet_key=sheet_key,
         )
-    input_form = None
-    if settings.check_inputs and settings.dify_api_endpoint:
-        input_form = FormClient(
-            http=httpx.Client(),
-            endpoint=settings.dify_api_endpoint,
-            api_key=dify_api_key(settings),
+    routes = routing(settings)
+    input_forms = {}
+    if settings.check_inputs:
+        http = httpx.Client()
+        input_forms = {
+            w.name: FormClient(http=http, endpoint=w.endpoint, api_key=api_key_of(settings, w))
+            for w in routes.workflows.values()
+            if w.endpoint
+        }
+    queues = {
+        w.name: (
+            queue_path(settings.google_cloud_project, settings.tasks_location, w.queue),
+            int(timeout_of(settings, w) + settings.timeout_margin_seconds),
         )
+        for w in routes.workflows.values()
+        if w.queue
+    }
     return LoaderService(
         sheet=SheetReader(
             service=service,
@@ -282,6 +356,7 @@ def _build_loader() -> LoaderService:
             dispatch_deadline_s=settings.dispatch_deadline_seconds,
             concurrency=settings.enqueue_concurrency,
             namespace=settings.datastore_namespace,
+            workflow_queues=queues,
         ),
         id_column=settings.unique_id_column,
         row_filter=row_filter,
@@ -289,8 +364,14 @@ def _build_loader() -> LoaderService:
         queue_control=queue_control(
             settings, settings.cloud_tasks_emulator_host, settings.queue_path, store
         ),
+        other_queues={
+            name: queue_control(settings, settings.cloud_tasks_emulator_host, path, store)
+            for name, (path, _deadline) in queues.items()
+            if path != settings.queue_path
+        },
         write_back=write_back,
-        input_form=input_form,
+        input_forms=input_forms,
+        routing=routes,
         sheet_key=sheet_key,
     )
 

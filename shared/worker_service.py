@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -27,6 +27,9 @@ log = get_logger("worker")
 
 
 class Workflow(Protocol):
+    @property
+    def timeout_s(self) -> float: ...
+
     def run(self, inputs: dict[str, Any], *, deadline: float | None = None) -> WorkflowRun: ...
 
 
@@ -63,17 +66,17 @@ class WorkerService:
         self,
         *,
         store: StatusStore,
-        workflow: Workflow,
+        workflows: Mapping[str, Workflow],
         max_attempts: int,
-        run_seconds: float,
         lease_seconds: float,
-        queue: Callable[[], QueuePauser | None] = lambda: None,
+        default_workflow: str = "default",
+        queue: Callable[[str], QueuePauser | None] = lambda _name: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self._workflow = workflow
+        self._workflows = workflows
+        self._default = default_workflow
         self._max_attempts = max_attempts
-        self._run_seconds = run_seconds
         self._lease_seconds = lease_seconds
         # Built on first use: most instances never pause anything, and the Cloud Tasks client
         # is slow to import.
@@ -107,7 +110,6 @@ class WorkerService:
         # Everything this attempt does ends inside the claim's lease: the Dify call (with its
         # lookups and stop) by `run_deadline`, the final write by `write_deadline`.
         claimed_at = self._clock()
-        run_deadline = claimed_at + self._run_seconds
         write_deadline = claimed_at + self._lease_seconds - LEASE_SAFETY_S
         row = claim.row
         if claim.verdict is ClaimVerdict.BAD_ENTITY:
@@ -138,16 +140,24 @@ class WorkerService:
             return WorkerOutcome(TaskResult.FAILED, row_id, row.attempts, error)
 
         attempt, claim_id = claim.attempt, claim.claim_id
+        name = row.workflow or self._default
+        workflow = self._workflows.get(name)
         try:
+            if workflow is None:
+                raise PermanentError(
+                    f"the row names workflow {name!r}, which WORKFLOWS does not have "
+                    f"({', '.join(self._workflows)})",
+                    code="unknown_workflow",
+                )
             if row.inputs is None:
                 raise PermanentError(
                     "the stored inputs are not a JSON object; fix the entity or re-run the loader",
                     code="bad_inputs",
                 )
-            run = self._workflow.run(row.inputs, deadline=run_deadline)
+            run = workflow.run(row.inputs, deadline=claimed_at + workflow.timeout_s)
             changes = _succeeded(run, json.dumps(row.inputs, ensure_ascii=False))
         except BatchError as exc:
-            return self._record_error(row_id, claim_id, attempt, exc, write_deadline)
+            return self._record_error(row_id, claim_id, attempt, exc, write_deadline, name)
         except Exception as exc:  # a bug or an unforeseen library error: bounded by MAX_ATTEMPTS
             log.exception("unexpected error running row %s", row_id)
             unexpected = TransientError(f"unexpected {type(exc).__name__}", code="internal")
@@ -227,6 +237,7 @@ class WorkerService:
         attempt: int,
         error: BatchError,
         deadline: float,
+        workflow: str = "",
     ) -> WorkerOutcome:
         after = decide_after_error(error, attempt=attempt, max_attempts=self._max_attempts)
         changes: dict[str, Any] = {
@@ -247,16 +258,19 @@ class WorkerService:
         retry_after = error.retry_after if isinstance(error, TransientError) else None
         if after.answer is Answer.PAUSE_QUEUE:
             assert isinstance(error, AppWideError)
-            return self._pause(row_id, attempt, error)
+            return self._pause(row_id, attempt, error, workflow)
         if after.answer is Answer.SLOW_QUEUE:
             return WorkerOutcome(TaskResult.DIFY_BUSY, row_id, attempt, after.error, retry_after)
         if after.answer is Answer.RETRY_ROW:
             return WorkerOutcome(TaskResult.RETRY, row_id, attempt, after.error, retry_after)
         return WorkerOutcome(TaskResult.FAILED, row_id, attempt, after.error)
 
-    def _pause(self, row_id: str, attempt: int, error: AppWideError) -> WorkerOutcome:
-        """Every row would fail like this one: stop the queue rather than fail them all."""
-        queue = self._queue()
+    def _pause(
+        self, row_id: str, attempt: int, error: AppWideError, workflow: str
+    ) -> WorkerOutcome:
+        """Every row would fail like this one: stop the queue (that workflow's) rather than
+        fail them all."""
+        queue = self._queue(workflow or self._default)
         if queue is None:
             done = "no queue is configured (TASKS_QUEUE), so nothing was paused"
         else:

@@ -79,7 +79,15 @@ def members(folder: Path = MODULE) -> list[str]:
     return found
 
 
-_FUNCS = {"min": min, "max": max, "floor": math.floor, "ceil": math.ceil}
+_FUNCS = {
+    "min": min,
+    "max": max,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "length": len,
+    "keys": lambda m: sorted(m),
+    "contains": lambda items, value: value in items,
+}
 
 
 def evaluate(expression: str, values: dict[str, Any]) -> Any:
@@ -102,6 +110,7 @@ def evaluate(expression: str, values: dict[str, Any]) -> Any:
 def env_keys(expression: str) -> set[str]:
     """Keys of a `merge(local.common_env, {A = ..., B = ...})` environment expression."""
     keys = set(re.findall(r"[{,]\s*([A-Z][A-Z0-9_]*)\s*=", expression))
-    if "local.common_env" in expression:
-        keys |= set(locals_()["common_env"])
+    for name in ("common_env", "routing_env"):
+        if f"local.{name}" in expression:
+            keys |= set(locals_()[name])
     return keys

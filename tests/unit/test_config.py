@@ -33,8 +33,13 @@ def test_missing_variables_are_named(monkeypatch):
     with pytest.raises(ConfigError) as caught:
         load(WorkerSettings)
     assert "GOOGLE_CLOUD_PROJECT is not set" in caught.value.message
-    assert "DIFY_API_ENDPOINT is not set" in caught.value.message
     assert ".env.example" in caught.value.message
+
+
+def test_the_endpoint_is_needed_without_workflows(monkeypatch):
+    set_env(monkeypatch, {"GOOGLE_CLOUD_PROJECT": "p", "DIFY_API_KEY": "app-secret-value"})
+    with pytest.raises(ConfigError, match="DIFY_API_ENDPOINT is not set"):
+        load(WorkerSettings)
 
 
 def test_a_key_source_is_required(monkeypatch):

@@ -99,9 +99,8 @@ def test_the_functions_are_built_by_their_own_builder_account():
 
 def test_the_queue_concurrency_limit_is_the_variable():
     queue = resources("google_cloud_tasks_queue")["rows"]
-    assert queue["rate_limits"][0]["max_concurrent_dispatches"] == (
-        "${var.max_concurrent_dispatches}"
-    )
+    assert queue["rate_limits"][0]["max_concurrent_dispatches"] == "${each.value.cap}"
+    assert "cap = var.max_concurrent_dispatches" in locals_()["workflow_queues"]
     assert queue["stackdriver_logging_config"][0]["sampling_ratio"] == (
         "${var.dispatch_log_sampling}"
     )
@@ -117,6 +116,9 @@ def test_the_timeout_chain_holds(minutes, margin):
         "dify_api_timeout_minutes": minutes,
         "timeout_margin_seconds": margin,
         "local.worker_memory_mib": memory_mib(defaults()["worker_memory"]),
+        "local.total_dispatches": defaults()["max_concurrent_dispatches"],
+        "dify_api_endpoint": "https://api.dify.ai/v1/workflows/run",
+        "dify_api_key_secret_id": "dify-api-key",
     }
     dispatch = evaluate(locals_()["dispatch_deadline_seconds"], values)
     worker = evaluate(service_config("worker")["timeout_seconds"], values)
@@ -265,7 +267,8 @@ def test_the_worker_may_pause_and_the_loader_may_resume_only_their_one_queue():
     assert pauser["member"] == "${google_service_account.worker.member}"
     assert resumer["member"] == "${google_service_account.loader.member}"
     for grant in (pauser, resumer):
-        assert grant["name"] == "${google_cloud_tasks_queue.rows.name}"
+        assert grant["for_each"] == "${google_cloud_tasks_queue.rows}"
+        assert grant["name"] == "${each.value.name}"
     # Nothing broader: no project-wide Cloud Tasks role for either function.
     project_roles = {g["role"] for g in resources("google_project_iam_member").values()}
     assert not [r for r in project_roles if "cloudtasks" in r]
@@ -359,8 +362,10 @@ def memory_mib(text: str) -> int:
 
 
 def worker_preconditions_hold(**changes):
-    values = {**defaults(), **changes}
+    values = {**defaults(), "dify_api_endpoint": "https://x", "dify_api_key_secret_id": "k"}
+    values.update(changes)
     values["local.worker_memory_mib"] = memory_mib(values["worker_memory"])
+    values["local.total_dispatches"] = values["max_concurrent_dispatches"]
     return all(
         evaluate(p["condition"], values)
         for p in functions()["worker"]["lifecycle"][0]["precondition"]
@@ -458,3 +463,34 @@ def test_write_back_is_configured_on_the_loader_with_an_optional_second_job():
     assert defaults()["write_back"] is False
     grant = resources("google_secret_manager_secret_iam_member")["loader_dify_key"]
     assert "var.check_inputs" in grant["count"]
+
+
+def test_one_queue_per_workflow_and_one_secret_grant_per_workflow():
+    queue = resources("google_cloud_tasks_queue")["rows"]
+    assert queue["for_each"] == "${local.workflow_queues}"
+    text = locals_()["workflow_queues"]
+    assert "for name, w in var.workflows" in text
+    assert "cap = w.max_concurrent_dispatches" in text
+    grants = resources("google_secret_manager_secret_iam_member")
+    assert grants["worker_workflow_keys"]["for_each"] == "${local.workflow_secrets}"
+    assert grants["worker_workflow_keys"]["member"] == "${google_service_account.worker.member}"
+    assert "local.workflow_secrets" in grants["loader_workflow_keys"]["for_each"]
+    # The single key is granted only without workflows: nothing for a workflow without one.
+    assert "length(var.workflows) == 0" in grants["worker_dify_key"]["count"]
+    assert locals_()["workflow_secrets"].startswith("${toset([for name, w in var.workflows")
+    for function in ("loader", "worker"):
+        env = service_config(function)["environment_variables"]
+        assert "local.routing_env" in env
+    assert {"WORKFLOWS", "WORKFLOW_COLUMN", "DEFAULT_WORKFLOW", "INPUT_COLUMNS"} <= set(
+        locals_()["routing_env"]
+    )
+
+
+def test_the_old_single_queue_is_moved_not_recreated():
+    text = (MODULE / "queue.tf").read_text()
+    assert 'to   = google_cloud_tasks_queue.rows["default"]' in text
+
+
+def test_the_dashboard_shows_each_queue():
+    chart = locals_()["chart"]
+    assert "resource.labels.queue_id" in json.dumps(chart)

@@ -36,6 +36,10 @@ module "dify_batch_processor" {
   dify_max_response_bytes             = var.dify_max_response_bytes
   sheet_chunk_rows                    = var.sheet_chunk_rows
   enqueue_concurrency                 = var.enqueue_concurrency
+  workflows                           = var.workflows
+  workflow_column                     = var.workflow_column
+  default_workflow                    = var.default_workflow
+  input_columns                       = var.input_columns
   write_back                          = var.write_back
   result_columns                      = var.result_columns
   result_status_column                = var.result_status_column

@@ -259,3 +259,35 @@ variable "check_inputs" {
   description = "Check rows against the workflow's input form before anything runs."
   default     = null
 }
+
+variable "workflows" {
+  type = map(object({
+    endpoint                  = string
+    api_key_secret_id         = string
+    max_concurrent_dispatches = number
+    response_mode             = optional(string)
+    timeout_minutes           = optional(number)
+    workflow_id               = optional(string)
+    input_columns             = optional(map(string), {})
+  }))
+  description = "Several Dify workflows, name -> { endpoint, api_key_secret_id, max_concurrent_dispatches, response_mode?, timeout_minutes?, workflow_id?, input_columns? }."
+  default     = null
+}
+
+variable "workflow_column" {
+  type        = string
+  description = "With workflows: the header whose value names a row's workflow."
+  default     = null
+}
+
+variable "default_workflow" {
+  type        = string
+  description = "With workflows: the workflow of rows whose workflow cell is empty."
+  default     = null
+}
+
+variable "input_columns" {
+  type        = string
+  description = "Sheet headers mapped to workflow variable names, e.g. 질문->question."
+  default     = null
+}

@@ -42,7 +42,7 @@ resource "google_cloudfunctions2_function" "loader" {
       GOOGLE_SHEETS_CREDENTIALS_SECRET_ID = var.google_sheets_credentials_secret_id
       SHEET_CHUNK_ROWS                    = tostring(var.sheet_chunk_rows)
       TASKS_LOCATION                      = var.region
-      TASKS_QUEUE                         = google_cloud_tasks_queue.rows.name
+      TASKS_QUEUE                         = google_cloud_tasks_queue.rows[local.default_workflow].name
       WORKER_URL                          = google_cloudfunctions2_function.worker.service_config[0].uri
       TASKS_SERVICE_ACCOUNT_EMAIL         = google_service_account.invoker.email
       ENQUEUE_CONCURRENCY                 = tostring(var.enqueue_concurrency)
@@ -53,7 +53,7 @@ resource "google_cloudfunctions2_function" "loader" {
       CHECK_INPUTS                        = tostring(var.check_inputs)
       DIFY_API_ENDPOINT                   = var.dify_api_endpoint
       DIFY_API_KEY_SECRET_ID              = var.dify_api_key_secret_id
-    })
+    }, local.routing_env)
   }
 
   lifecycle {
@@ -110,8 +110,8 @@ resource "google_cloudfunctions2_function" "worker" {
       DIFY_MAX_RESPONSE_BYTES = tostring(var.dify_max_response_bytes)
       THREADS                 = tostring(var.worker_concurrency)
       TASKS_LOCATION          = var.region
-      TASKS_QUEUE             = google_cloud_tasks_queue.rows.name
-    })
+      TASKS_QUEUE             = google_cloud_tasks_queue.rows[local.default_workflow].name
+    }, local.routing_env)
   }
 
   lifecycle {
@@ -120,8 +120,20 @@ resource "google_cloudfunctions2_function" "worker" {
       error_message = "The Dify timeout plus margin is the tasks' dispatch deadline, which Cloud Tasks accepts from 15 s to 30 minutes; the worker's timeout must cover it."
     }
     precondition {
-      condition     = local.worker_max_concurrent_rows >= var.max_concurrent_dispatches
-      error_message = "worker_max_instances x worker_concurrency must be at least max_concurrent_dispatches, or tasks wait for a free worker."
+      condition     = local.worker_max_concurrent_rows >= local.total_dispatches
+      error_message = "worker_max_instances x worker_concurrency must be at least the queues' max_concurrent_dispatches added up, or tasks wait for a free worker."
+    }
+    precondition {
+      condition     = length(var.workflows) > 0 || (var.dify_api_endpoint != "" && var.dify_api_key_secret_id != "")
+      error_message = "Set dify_api_endpoint and dify_api_key_secret_id, or describe the workflows in workflows."
+    }
+    precondition {
+      condition     = length(var.workflows) < 2 || var.workflow_column != ""
+      error_message = "Several workflows need workflow_column: the header whose value picks a row's workflow."
+    }
+    precondition {
+      condition     = var.default_workflow == "" || contains(keys(var.workflows), var.default_workflow)
+      error_message = "default_workflow must name one of the workflows."
     }
     precondition {
       condition     = local.worker_memory_mib >= local.worker_memory_needed_mib

@@ -87,17 +87,21 @@ resource "google_project_iam_member" "worker_datastore" {
 
 # The loader creates tasks in this one queue, and lists them to find rows whose task is gone.
 resource "google_cloud_tasks_queue_iam_member" "loader_enqueuer" {
+  for_each = google_cloud_tasks_queue.rows
+
   project  = var.project_id
   location = var.region
-  name     = google_cloud_tasks_queue.rows.name
+  name     = each.value.name
   role     = "roles/cloudtasks.enqueuer"
   member   = google_service_account.loader.member
 }
 
 resource "google_cloud_tasks_queue_iam_member" "loader_viewer" {
+  for_each = google_cloud_tasks_queue.rows
+
   project  = var.project_id
   location = var.region
-  name     = google_cloud_tasks_queue.rows.name
+  name     = each.value.name
   role     = "roles/cloudtasks.viewer"
   member   = google_service_account.loader.member
 }
@@ -124,17 +128,21 @@ resource "google_project_iam_custom_role" "queue_resumer" {
 }
 
 resource "google_cloud_tasks_queue_iam_member" "worker_pauses" {
+  for_each = google_cloud_tasks_queue.rows
+
   project  = var.project_id
   location = var.region
-  name     = google_cloud_tasks_queue.rows.name
+  name     = each.value.name
   role     = google_project_iam_custom_role.queue_pauser.id
   member   = google_service_account.worker.member
 }
 
 resource "google_cloud_tasks_queue_iam_member" "loader_resumes" {
+  for_each = google_cloud_tasks_queue.rows
+
   project  = var.project_id
   location = var.region
-  name     = google_cloud_tasks_queue.rows.name
+  name     = each.value.name
   role     = google_project_iam_custom_role.queue_resumer.id
   member   = google_service_account.loader.member
 }
@@ -146,17 +154,38 @@ resource "google_service_account_iam_member" "loader_acts_as_invoker" {
   member             = google_service_account.loader.member
 }
 
-# Each function reads its one secret; the values are added with gcloud, never by Terraform.
+# Each function reads its secrets (one per workflow); the values are added with gcloud, never
+# by Terraform.
 resource "google_secret_manager_secret_iam_member" "worker_dify_key" {
+  count = length(var.workflows) == 0 ? 1 : 0
+
   project   = var.project_id
   secret_id = var.dify_api_key_secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.worker.member
 }
 
-# The loader reads the workflow's input form with the same key (check_inputs).
+resource "google_secret_manager_secret_iam_member" "worker_workflow_keys" {
+  for_each = local.workflow_secrets
+
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.worker.member
+}
+
+# The loader reads the workflows' input forms with the same keys (check_inputs).
+resource "google_secret_manager_secret_iam_member" "loader_workflow_keys" {
+  for_each = var.check_inputs ? local.workflow_secrets : toset([])
+
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.loader.member
+}
+
 resource "google_secret_manager_secret_iam_member" "loader_dify_key" {
-  count = var.check_inputs ? 1 : 0
+  count = var.check_inputs && length(var.workflows) == 0 ? 1 : 0
 
   project   = var.project_id
   secret_id = var.dify_api_key_secret_id

@@ -21,6 +21,36 @@ locals {
   # text-heavy outputs, more for many small objects), plus ~256 MiB for the runtime.
   worker_memory_needed_mib = 256 + ceil(10 * var.dify_max_response_bytes * var.worker_concurrency / 1048576)
 
+  # One queue per workflow (or the one queue of the single workflow, key "default").
+  workflow_queues = length(var.workflows) == 0 ? {
+    default = { queue = local.queue_name, cap = var.max_concurrent_dispatches, secret = var.dify_api_key_secret_id }
+    } : {
+    for name, w in var.workflows : name => {
+      queue = "${local.queue_name}-${name}", cap = w.max_concurrent_dispatches, secret = w.api_key_secret_id
+    }
+  }
+  default_workflow = length(var.workflows) == 0 ? "default" : (var.default_workflow != "" ? var.default_workflow : sort(keys(var.workflows))[0])
+  default_queue    = local.workflow_queues[local.default_workflow].queue
+  total_dispatches = sum([for q in values(local.workflow_queues) : q.cap])
+  workflow_secrets = toset([for name, w in var.workflows : w.api_key_secret_id])
+  workflows_env = length(var.workflows) == 0 ? "" : jsonencode({
+    for name, w in var.workflows : name => {
+      endpoint          = w.endpoint
+      api_key_secret_id = w.api_key_secret_id
+      queue             = local.workflow_queues[name].queue
+      response_mode     = w.response_mode
+      timeout_minutes   = w.timeout_minutes
+      workflow_id       = w.workflow_id
+      input_columns     = w.input_columns
+    }
+  })
+  routing_env = {
+    WORKFLOWS        = local.workflows_env
+    WORKFLOW_COLUMN  = var.workflow_column
+    DEFAULT_WORKFLOW = var.default_workflow
+    INPUT_COLUMNS    = var.input_columns
+  }
+
   common_env = {
     GOOGLE_CLOUD_PROJECT     = var.project_id
     DATASTORE_NAMESPACE      = var.datastore_namespace

@@ -66,9 +66,9 @@ locals {
         reducer  = "REDUCE_MEAN", group = [], plot = "LINE"
       }
       queue_depth = {
-        title    = "Tasks waiting in the queue", metric = "cloudtasks.googleapis.com/queue/depth",
-        resource = "resource.type=\"cloud_tasks_queue\" AND resource.labels.queue_id=\"${local.queue_name}\"",
-        period   = "60s", aligner = "ALIGN_MAX", reducer = "REDUCE_SUM", group = [], plot = "LINE"
+        title    = "Tasks waiting, per queue (workflow)", metric = "cloudtasks.googleapis.com/queue/depth",
+        resource = "resource.type=\"cloud_tasks_queue\" AND resource.labels.queue_id=starts_with(\"${local.queue_name}\")",
+        period   = "60s", aligner = "ALIGN_MAX", reducer = "REDUCE_SUM", group = ["resource.labels.queue_id"], plot = "LINE"
       }
       row_outcomes = {
         title    = "Rows by outcome per hour (worker logs)", metric = "logging.googleapis.com/user/${google_logging_metric.row_outcomes.name}",

@@ -9,8 +9,13 @@ output "worker_url" {
 }
 
 output "queue" {
-  description = "Full name of the Cloud Tasks queue."
-  value       = google_cloud_tasks_queue.rows.id
+  description = "Full name of the Cloud Tasks queue (of the default workflow)."
+  value       = google_cloud_tasks_queue.rows[local.default_workflow].id
+}
+
+output "queues" {
+  description = "Each workflow's Cloud Tasks queue."
+  value       = { for name, q in google_cloud_tasks_queue.rows : name => q.id }
 }
 
 output "scheduler_job" {

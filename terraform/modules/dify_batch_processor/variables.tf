@@ -108,18 +108,22 @@ variable "datastore_namespace" {
 
 variable "dify_api_endpoint" {
   type        = string
-  description = "Full workflow-run URL, e.g. https://api.dify.ai/v1/workflows/run."
+  description = "Full workflow-run URL, e.g. https://api.dify.ai/v1/workflows/run (empty with workflows)."
+  default     = ""
+  nullable    = false
   validation {
-    condition     = can(regex("^https?://[^\\s]+$", var.dify_api_endpoint))
+    condition     = var.dify_api_endpoint == "" || can(regex("^https?://[^\\s]+$", var.dify_api_endpoint))
     error_message = "dify_api_endpoint must be an http(s) URL such as https://api.dify.ai/v1/workflows/run."
   }
 }
 
 variable "dify_api_key_secret_id" {
   type        = string
-  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform)."
+  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform). Empty with workflows."
+  default     = ""
+  nullable    = false
   validation {
-    condition     = can(regex("^[A-Za-z0-9_-]{1,255}$", var.dify_api_key_secret_id))
+    condition     = var.dify_api_key_secret_id == "" || can(regex("^[A-Za-z0-9_-]{1,255}$", var.dify_api_key_secret_id))
     error_message = "dify_api_key_secret_id must be a secret id: letters, digits, - and _."
   }
   # A Dify key pasted here would be stored in Terraform state and quoted in error messages.
@@ -464,5 +468,55 @@ variable "check_inputs" {
   type        = bool
   description = "Check every row against the workflow's input form (GET /v1/parameters) before anything runs (CHECK_INPUTS). The loader then reads the Dify key too."
   default     = true
+  nullable    = false
+}
+
+# --- Several workflows from one sheet ---------------------------------------------------------
+
+variable "workflows" {
+  type = map(object({
+    endpoint                  = string
+    api_key_secret_id         = string
+    max_concurrent_dispatches = number
+    response_mode             = optional(string)
+    timeout_minutes           = optional(number)
+    workflow_id               = optional(string)
+    input_columns             = optional(map(string), {})
+  }))
+  description = "Several Dify workflows, name -> settings; each gets its own queue (name_prefix-name) with its own max_concurrent_dispatches, and its own key secret. Empty: the single workflow of dify_api_endpoint / dify_api_key_secret_id / max_concurrent_dispatches."
+  default     = {}
+  nullable    = false
+  validation {
+    condition     = alltrue([for name in keys(var.workflows) : can(regex("^[a-z0-9-]{1,30}$", name))])
+    error_message = "workflow names must be 1-30 lowercase letters, digits or hyphens (they name the queues)."
+  }
+  validation {
+    condition     = alltrue([for w in values(var.workflows) : !startswith(lower(w.api_key_secret_id), "app-") && can(regex("^[A-Za-z0-9_-]{1,255}$", w.api_key_secret_id))])
+    error_message = "each workflow's api_key_secret_id must be a secret id (not a Dify key: app-...)."
+  }
+  validation {
+    condition     = alltrue([for w in values(var.workflows) : w.max_concurrent_dispatches >= 1 && w.max_concurrent_dispatches <= 5000 && floor(w.max_concurrent_dispatches) == w.max_concurrent_dispatches])
+    error_message = "each workflow's max_concurrent_dispatches must be a whole number from 1 to 5000."
+  }
+}
+
+variable "workflow_column" {
+  type        = string
+  description = "With workflows: the header whose value names a row's workflow (WORKFLOW_COLUMN)."
+  default     = ""
+  nullable    = false
+}
+
+variable "default_workflow" {
+  type        = string
+  description = "With workflows: the workflow of rows whose workflow cell is empty (DEFAULT_WORKFLOW); empty: such rows are invalid."
+  default     = ""
+  nullable    = false
+}
+
+variable "input_columns" {
+  type        = string
+  description = "Sheet headers mapped to workflow variable names, e.g. \"질문->question, 학년->grade\" (INPUT_COLUMNS); a workflow's input_columns override it."
+  default     = ""
   nullable    = false
 }
