@@ -25,10 +25,9 @@ import click
 from dotenv import load_dotenv
 from google.cloud import datastore
 from rich.console import Console
-from rich.table import Table
 
 from cli.export import write_csv, write_jsonl
-from cli.render import follow, status_table
+from cli.render import failures_table, follow, status_table
 from shared.config import queue_path
 from shared.model import Status
 from shared.progress import Progress, progress
@@ -135,13 +134,7 @@ def status(ctx: Context, as_json: bool, window: float, failures: int) -> None:
     console = Console()
     console.print(status_table(state))
     if failed:
-        table = Table(title="Latest failures", show_lines=True)
-        table.add_column("row", justify="right")
-        table.add_column("id")
-        table.add_column("error", overflow="fold")
-        for f in failed:
-            table.add_row(str(f["row_number"] or ""), str(f["id"]), str(f["error"] or ""))
-        console.print(table)
+        console.print(failures_table(failed))
     if queue is not None:
         line = f"queue {queue['queue']}: {queue['state']}"
         if queue["state"] == "PAUSED":

@@ -36,6 +36,17 @@ def status_table(p: BatchProgress, title: str = "Batch status") -> Table:
     return table
 
 
+def failures_table(failures: list[dict[str, Any]], title: str = "Latest failures") -> Table:
+    """Failed rows with their sheet row, id and error (wrapped, never cut)."""
+    table = Table(title=title, show_lines=True)
+    table.add_column("row", justify="right")
+    table.add_column("id")
+    table.add_column("error", overflow="fold")
+    for f in failures:
+        table.add_row(str(f.get("row_number") or ""), str(f["id"]), str(f.get("error") or ""))
+    return table
+
+
 def plain_line(p: BatchProgress) -> str:
     return (
         f"{p.percent_done:5.1f}% done: {p.succeeded} succeeded, {p.failed} failed, "

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.export import write_csv
-from cli.render import follow
+from cli.render import failures_table, follow
 from local.sheets_standin import SAMPLE_CSV
 from local.stack import ROOT, Stack
 from shared.progress import Progress, duration, progress
@@ -173,13 +173,7 @@ def _summary(console: Console, p: Progress, elapsed: float, report: StatusReport
             console.print(f"  workflow {workflow}: {count} {status}")
     failures = report.latest_failures(20)
     if failures:
-        failed = Table(title="Failed rows and why", show_lines=True)
-        failed.add_column("row", justify="right")
-        failed.add_column("id")
-        failed.add_column("error", overflow="fold")
-        for row in failures:
-            failed.add_row(str(row.get("row_number") or ""), str(row["id"]), str(row["error"]))
-        console.print(failed)
+        console.print(failures_table(failures, "Failed rows and why"))
     retried = [
         r for r in report.rows(status="SUCCESS", by_row=False) if (r.get("attempts") or 0) > 1
     ]

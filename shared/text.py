@@ -11,6 +11,19 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
 
 
+def parse_arrows(text: str | None) -> list[tuple[str, str]] | str:
+    """`a->A, b->B` -> [("a", "A"), ("b", "B")], or the first item that is not `x->y`."""
+    pairs = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        left, arrow, right = item.partition("->")
+        if not arrow or not left.strip() or not right.strip():
+            return item.strip()
+        pairs.append((left.strip(), right.strip()))
+    return pairs
+
+
 def has_lone_surrogate(text: str) -> bool:
     return _LONE_SURROGATE.search(text) is not None
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import ConfigError, SheetError
 from shared.rows import InvalidRow, SheetRow, inputs_hash
+from shared.text import parse_arrows
 
 DEFAULT_NAME = "default"
 
@@ -98,18 +99,13 @@ def parse_workflows(text: str) -> dict[str, Workflow]:
 
 def parse_input_columns(text: str | None) -> dict[str, str]:
     """INPUT_COLUMNS `질문->question, 학년->grade` -> {"질문": "question", "학년": "grade"}."""
-    mapping: dict[str, str] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        header, arrow, variable = item.partition("->")
-        if not arrow or not header.strip() or not variable.strip():
-            raise ConfigError(
-                f"INPUT_COLUMNS has {item.strip()!r}, which is not Header->variable; write it "
-                "like 질문->question, 학년->grade"
-            )
-        mapping[header.strip()] = variable.strip()
-    return mapping
+    pairs = parse_arrows(text)
+    if isinstance(pairs, str):
+        raise ConfigError(
+            f"INPUT_COLUMNS has {pairs!r}, which is not Header->variable; write it like "
+            "질문->question, 학년->grade"
+        )
+    return dict(pairs)
 
 
 @dataclass(frozen=True)

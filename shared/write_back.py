@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.errors import ConfigError
+from shared.text import parse_arrows
 
 MAX_CELL_CHARS = 50_000  # the Sheets API refuses longer cells
 
@@ -35,17 +36,12 @@ class ResultColumns:
 
 def parse_result_columns(text: str | None) -> tuple[tuple[str, str], ...]:
     """`answer->Answer, score->점수` -> (("answer", "Answer"), ("score", "점수"))."""
-    pairs = []
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        key, arrow, header = item.partition("->")
-        if not arrow or not key.strip() or not header.strip():
-            raise ConfigError(
-                f"RESULT_COLUMNS has {item.strip()!r}, which is not output->Header; write it "
-                "like answer->Answer, score->점수 (or leave it empty: one column per output)"
-            )
-        pairs.append((key.strip(), header.strip()))
+    pairs = parse_arrows(text)
+    if isinstance(pairs, str):
+        raise ConfigError(
+            f"RESULT_COLUMNS has {pairs!r}, which is not output->Header; write it like "
+            "answer->Answer, score->점수 (or leave it empty: one column per output)"
+        )
     headers = [h for _, h in pairs]
     if len(set(headers)) != len(headers):
         raise ConfigError("RESULT_COLUMNS names one header twice; give each output its own")
