@@ -105,8 +105,8 @@ run-sheets-standin: ## Serve the Sheets API stand-in with the sample sheet on SH
 run-tasks-standin: ## Serve the Cloud Tasks stand-in (dispatching to WORKER_URL) on TASKS_STANDIN_PORT
 	$(PY) -m local.cloud_tasks_standin --port $(TASKS_STANDIN_PORT) --dispatch
 
-bench: ## Run the benchmarks under bench/ (writes bench/results/)
-	$(PY) -m bench.enqueue
+bench: $(VENV)/.installed ## Run every benchmark (about half an hour); writes bench/results.md
+	$(PY) -m bench.run $(if $(OUT),--out "$(OUT)")
 
 tf-fmt: ## Check Terraform formatting
 	terraform fmt -check -recursive terraform
