@@ -61,6 +61,18 @@ def worker_url(worker_env) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def secret_key(monkeypatch, worker_env) -> Iterator[SecretManagerStandIn]:
+    """The worker reads its key from a Secret Manager stand-in (secret `dify-api-key`, empty
+    until a test puts a value in), as when deployed."""
+    secrets = SecretManagerStandIn({}).start()
+    monkeypatch.delenv("DIFY_API_KEY")
+    monkeypatch.setenv("DIFY_API_KEY_SECRET_ID", "dify-api-key")
+    monkeypatch.setenv("SECRET_MANAGER_EMULATOR_HOST", secrets.host)
+    yield secrets
+    secrets.stop()
+
+
 def add_row(store: StatusStore, row_id: str = "row-1", inputs: dict | None = None) -> None:
     store.insert_new([NewRow(row_id, inputs or {"topic": "cats"}, "hash", 2)])
 
@@ -478,21 +490,16 @@ def test_an_answer_over_the_response_cap_is_refused_unread(
 
 
 def test_the_key_comes_from_secret_manager_and_never_leaks(
-    monkeypatch, worker_env, store, ds_client, dify_server, capsys
+    secret_key, store, ds_client, dify_server, capsys
 ):
-    secrets = SecretManagerStandIn({"dify-api-key": KEY}).start()
-    try:
-        monkeypatch.delenv("DIFY_API_KEY")
-        monkeypatch.setenv("DIFY_API_KEY_SECRET_ID", "dify-api-key")
-        monkeypatch.setenv("SECRET_MANAGER_EMULATOR_HOST", secrets.host)
-        add_row(store, "ok")
-        add_row(store, "denied")
-        dify_server.script(dify.finish({"a": 1}), dify.http_error(401, "unauthorized", "nope"))
-        with serve_function("worker/main.py", "process_row") as url:
-            assert deliver(url, {"id": "ok"}).status_code == 200
-            assert deliver(url, {"id": "denied"}).status_code == 503  # app-wide: not failed
-    finally:
-        secrets.stop()
+    secrets = secret_key
+    secrets.secrets["dify-api-key"] = KEY
+    add_row(store, "ok")
+    add_row(store, "denied")
+    dify_server.script(dify.finish({"a": 1}), dify.http_error(401, "unauthorized", "nope"))
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url, {"id": "ok"}).status_code == 200
+        assert deliver(url, {"id": "denied"}).status_code == 503  # app-wide: not failed
     assert secrets.accessed == [f"projects/{PROJECT}/secrets/dify-api-key/versions/latest"]
     assert dify_server.run_calls()[0].authorization == f"Bearer {KEY}"
     assert entity(ds_client, "ok")["status"] == "SUCCESS"
@@ -503,17 +510,10 @@ def test_the_key_comes_from_secret_manager_and_never_leaks(
         assert KEY not in json.dumps(dict(entity(ds_client, row_id)), default=str)
 
 
-def test_a_missing_secret_is_a_clear_error(monkeypatch, worker_env, store):
-    secrets = SecretManagerStandIn({}).start()
-    try:
-        monkeypatch.delenv("DIFY_API_KEY")
-        monkeypatch.setenv("DIFY_API_KEY_SECRET_ID", "nope")
-        monkeypatch.setenv("SECRET_MANAGER_EMULATOR_HOST", secrets.host)
-        add_row(store)
-        with serve_function("worker/main.py", "process_row") as url:
-            response = deliver(url)
-    finally:
-        secrets.stop()
+def test_a_missing_secret_is_a_clear_error(secret_key, store):
+    add_row(store)  # the secret `dify-api-key` has no value: it does not exist
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
     assert response.status_code == 500
     assert "DIFY_API_KEY_SECRET_ID" in response.json()["error"]
     assert "secretAccessor" in response.json()["error"]
@@ -691,20 +691,15 @@ def test_without_queue_settings_an_app_wide_failure_still_charges_nothing(
 
 
 def test_after_a_401_the_key_is_read_again_from_secret_manager(
-    monkeypatch, worker_env, store, ds_client, dify_server
+    secret_key, store, ds_client, dify_server
 ):
-    secrets = SecretManagerStandIn({"dify-api-key": "app-old-rotated-key"}).start()
-    try:
-        monkeypatch.delenv("DIFY_API_KEY")
-        monkeypatch.setenv("DIFY_API_KEY_SECRET_ID", "dify-api-key")
-        monkeypatch.setenv("SECRET_MANAGER_EMULATOR_HOST", secrets.host)
-        add_row(store)
-        with serve_function("worker/main.py", "process_row") as url:
-            assert deliver(url).status_code == 503
-            secrets.secrets["dify-api-key"] = KEY  # the operator puts the current key in
-            assert deliver(url).status_code == 200
-    finally:
-        secrets.stop()
+    secrets = secret_key
+    secrets.secrets["dify-api-key"] = "app-old-rotated-key"
+    add_row(store)
+    with serve_function("worker/main.py", "process_row") as url:
+        assert deliver(url).status_code == 503
+        secrets.secrets["dify-api-key"] = KEY  # the operator puts the current key in
+        assert deliver(url).status_code == 200
     assert len(secrets.accessed) == 2
     assert [c.authorization for c in dify_server.run_calls()] == [
         "Bearer app-old-rotated-key",
@@ -718,19 +713,12 @@ def test_after_a_401_the_key_is_read_again_from_secret_manager(
 
 
 def test_a_key_with_a_control_character_in_secret_manager_is_refused_by_name(
-    monkeypatch, worker_env, store, ds_client, dify_server, capsys
+    secret_key, store, ds_client, dify_server, capsys
 ):
-    pasted = "app-pasted\r\nkey-0123456789"
-    secrets = SecretManagerStandIn({"dify-api-key": pasted}).start()
-    try:
-        monkeypatch.delenv("DIFY_API_KEY")
-        monkeypatch.setenv("DIFY_API_KEY_SECRET_ID", "dify-api-key")
-        monkeypatch.setenv("SECRET_MANAGER_EMULATOR_HOST", secrets.host)
-        add_row(store)
-        with serve_function("worker/main.py", "process_row") as url:
-            response = deliver(url)
-    finally:
-        secrets.stop()
+    secret_key.secrets["dify-api-key"] = "app-pasted\r\nkey-0123456789"
+    add_row(store)
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
     assert response.status_code == 500
     error = response.json()["error"]
     assert "dify-api-key (DIFY_API_KEY_SECRET_ID)" in error
