@@ -375,6 +375,11 @@ def write(
         f"{exported['seconds']:g} s, peak RSS {exported['peak_rss_mib']:g} MiB, "
         f"{exported['lines']:,} lines written.",
         "",
+        "## Where targets are missed",
+        "",
+        "See `bench/profile.md`: the profile of the unchanged re-run, what was tried, and what "
+        "was reverted.",
+        "",
     ]
     out.write_text("\n".join(lines))
 
