@@ -45,8 +45,8 @@ def standins(rows: int, latency: float) -> None:
 
 
 def loader() -> dict[str, Any]:
-    from shared import wiring
-    from shared.planning import LoadOptions
+    from shared.core.planning import LoadOptions
+    from shared.entrypoints import wiring
 
     service = wiring.loader_service()
     started = time.perf_counter()
@@ -70,10 +70,10 @@ def naive() -> dict[str, Any]:
     do). Same sheet reader, same clients, same emulator and stand-ins."""
     from google.cloud import datastore, tasks_v2
 
-    from shared import wiring
-    from shared.config import LoaderSettings, load
-    from shared.rows import parse_rows
-    from shared.sheet import SheetReader
+    from shared.adapters.sheet import SheetReader
+    from shared.core.rows import parse_rows
+    from shared.entrypoints import wiring
+    from shared.entrypoints.config import LoaderSettings, load
 
     settings = load(LoaderSettings)
     client = datastore.Client(

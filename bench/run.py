@@ -40,8 +40,8 @@ from local import emulator as emu
 from local.cloud_tasks_standin import CloudTasksStandIn
 from local.sheets_standin import SheetsStandIn
 from local.stack import listening
-from shared.model import KIND, NewRow, Status
-from shared.store import StatusStore
+from shared.adapters.store import StatusStore
+from shared.core.model import KIND, NewRow, Status
 
 ROOT = Path(__file__).resolve().parents[1]
 DIFY_SECONDS = 0.5
@@ -160,8 +160,8 @@ def pipeline_case(rows: int, cap: int) -> dict[str, Any]:
             time.sleep(0.1)
         cpu_before = process_cpu_seconds(worker.pid)
         os.environ.update(env)
-        from shared import wiring
-        from shared.planning import LoadOptions
+        from shared.core.planning import LoadOptions
+        from shared.entrypoints import wiring
 
         wiring.reset()
         wiring.loader_service().load(LoadOptions())

@@ -28,10 +28,10 @@ from rich.console import Console
 
 from cli.export import write_csv, write_jsonl
 from cli.render import failures_table, follow, status_table
-from shared.config import queue_path
-from shared.model import Status
-from shared.progress import Progress, progress
-from shared.store import StatusReport
+from shared.adapters.store import StatusReport
+from shared.core.model import Status
+from shared.core.progress import Progress, progress
+from shared.entrypoints.config import queue_path
 
 STATUSES = [s.value for s in Status]
 
@@ -62,8 +62,8 @@ class Context:
     def queue_state(self) -> dict[str, Any] | None:
         if not (self.queue and self.location):
             return None
-        from shared.queue_control import QueueControl
-        from shared.wiring import tasks_client
+        from shared.adapters.queue_control import QueueControl
+        from shared.entrypoints.wiring import tasks_client
 
         control = QueueControl(
             client=tasks_client(os.environ.get("CLOUD_TASKS_EMULATOR_HOST") or None),

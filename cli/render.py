@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from shared.progress import Progress as BatchProgress
-from shared.progress import duration
+from shared.core.progress import Progress as BatchProgress
+from shared.core.progress import duration
 
 
 def status_table(p: BatchProgress, title: str = "Batch status") -> Table:

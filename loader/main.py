@@ -3,8 +3,8 @@
 import flask
 import functions_framework
 
-from shared.http import Answer, failure_answer, loader_answer, parse_load_options
-from shared.wiring import loader_service
+from shared.entrypoints.http import Answer, failure_answer, loader_answer, parse_load_options
+from shared.entrypoints.wiring import loader_service
 
 
 @functions_framework.http

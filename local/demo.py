@@ -29,8 +29,8 @@ from cli.export import write_csv
 from cli.render import failures_table, follow
 from local.sheets_standin import SAMPLE_CSV
 from local.stack import ROOT, Stack
-from shared.progress import Progress, duration, progress
-from shared.store import StatusReport
+from shared.adapters.store import StatusReport
+from shared.core.progress import Progress, duration, progress
 
 
 def _interrupt(*_: Any) -> NoReturn:

@@ -8,8 +8,8 @@ import os
 import sys
 
 from local.devtools import reachable_or_exit
-from shared.config import LoaderSettings, WorkerSettings, load
-from shared.errors import ConfigError
+from shared.core.errors import ConfigError
+from shared.entrypoints.config import LoaderSettings, WorkerSettings, load
 
 
 def main() -> None:

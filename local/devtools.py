@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from google.cloud import datastore
 
-from shared.config import CommonSettings, load
-from shared.errors import ConfigError
+from shared.core.errors import ConfigError
+from shared.entrypoints.config import CommonSettings, load
 
 
 def listening(host: str, port: int) -> bool:

@@ -11,8 +11,8 @@ import uuid
 import httpx
 
 from local.devtools import emulator_client, reachable_or_exit
-from shared.model import KIND, NewRow
-from shared.store import StatusStore
+from shared.adapters.store import StatusStore
+from shared.core.model import KIND, NewRow
 
 
 def main() -> None:

@@ -15,20 +15,20 @@ from rich.console import Console
 from rich.table import Table
 
 from local.devtools import emulator_client, reachable_or_exit
-from shared.config import LoaderSettings, load
-from shared.errors import BatchError
-from shared.model import Status
-from shared.rows import parse_rows
-from shared.store import StatusStore
+from shared.adapters.store import StatusStore
+from shared.core.errors import BatchError
+from shared.core.model import Status
+from shared.core.rows import parse_rows
+from shared.entrypoints.config import LoaderSettings, load
 
 FINAL = {Status.SUCCESS, Status.FAILED}
 
 
 def sheet_ids() -> list[str]:
     """The ids of the sheet the loader reads, read the same way (settings from .env)."""
-    from shared.rows import RowFilter
-    from shared.sheet import SheetReader
-    from shared.wiring import sheets_service
+    from shared.adapters.sheet import SheetReader
+    from shared.core.rows import RowFilter
+    from shared.entrypoints.wiring import sheets_service
 
     settings = load(LoaderSettings)
     reader = SheetReader(

@@ -11,8 +11,8 @@ import pytest
 from google.cloud import datastore
 
 from local import emulator as emu
-from shared import wiring
-from shared.store import StatusStore
+from shared.adapters.store import StatusStore
+from shared.entrypoints import wiring
 
 PROJECT = "dify-batch-test"
 # Settings a developer's shell or .env could set; tests start without them.

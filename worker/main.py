@@ -3,8 +3,8 @@
 import flask
 import functions_framework
 
-from shared.http import Answer, failure_answer, parse_task, worker_answer
-from shared.wiring import worker_service
+from shared.entrypoints.http import Answer, failure_answer, parse_task, worker_answer
+from shared.entrypoints.wiring import worker_service
 
 
 @functions_framework.http

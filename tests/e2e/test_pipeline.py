@@ -14,8 +14,8 @@ from local import dify_standin as dify
 from local.cloud_tasks_standin import CloudTasksStandIn
 from local.secret_manager_standin import SecretManagerStandIn
 from local.sheets_standin import SheetsStandIn
-from shared.model import KIND
-from shared.queue_control import PAUSE_KIND
+from shared.adapters.queue_control import PAUSE_KIND
+from shared.core.model import KIND
 from tests.conftest import PROJECT
 from tests.support.servers import serve_function
 

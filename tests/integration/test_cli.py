@@ -15,8 +15,8 @@ from google.cloud import datastore
 from cli.main import cli
 from local.cloud_tasks_standin import CloudTasksStandIn
 from local.emulator import free_port
-from shared.model import KIND, NewRow
-from shared.queue_control import PAUSE_KIND
+from shared.adapters.queue_control import PAUSE_KIND
+from shared.core.model import KIND, NewRow
 from tests.conftest import PROJECT
 
 pytestmark = pytest.mark.emulator

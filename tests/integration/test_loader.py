@@ -19,8 +19,8 @@ import pytest
 
 from local.cloud_tasks_standin import CloudTasksStandIn
 from local.sheets_standin import SheetsStandIn
-from shared.model import KIND
-from shared.planning import task_id
+from shared.core.model import KIND
+from shared.core.planning import task_id
 from tests.conftest import PROJECT
 from tests.support.servers import ROOT, serve_function
 
@@ -231,8 +231,9 @@ def test_a_run_killed_between_its_writes_and_its_enqueues_is_repaired_by_the_nex
         [
             sys.executable,
             "-c",
-            "from shared.planning import LoadOptions; "
-            "from shared.wiring import loader_service; loader_service().load(LoadOptions())",
+            "from shared.core.planning import LoadOptions; "
+            "from shared.entrypoints.wiring import loader_service; "
+            "loader_service().load(LoadOptions())",
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

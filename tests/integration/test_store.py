@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from shared.claims import ClaimVerdict
-from shared.model import KIND, NewRow, Status, Transition
+from shared.core.claims import ClaimVerdict
+from shared.core.model import KIND, NewRow, Status, Transition
 from tests.conftest import PROJECT
 from tests.support.servers import ROOT
 
@@ -43,7 +43,7 @@ def test_racing_claims_have_exactly_one_winner(store):
 CLAIM_IN_A_PROCESS = """
 import sys, time
 from google.cloud import datastore
-from shared.store import StatusStore
+from shared.adapters.store import StatusStore
 start, project, namespace = float(sys.argv[1]), sys.argv[2], sys.argv[3]
 store = StatusStore(client=datastore.Client(project=project, namespace=namespace))
 time.sleep(max(0.0, start - time.time()))

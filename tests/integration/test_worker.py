@@ -18,13 +18,13 @@ from local import dify_standin as dify
 from local.cloud_tasks_standin import CloudTasksStandIn
 from local.emulator import free_port
 from local.secret_manager_standin import SecretManagerStandIn
-from shared import wiring
-from shared.dify import WorkflowClient
-from shared.errors import CapacityError
-from shared.model import KIND, NewRow
-from shared.queue_control import PAUSE_KIND
-from shared.secrets import ApiKey
-from shared.store import StatusStore
+from shared.adapters.dify import WorkflowClient
+from shared.adapters.queue_control import PAUSE_KIND
+from shared.adapters.secrets import ApiKey
+from shared.adapters.store import StatusStore
+from shared.core.errors import CapacityError
+from shared.core.model import KIND, NewRow
+from shared.entrypoints import wiring
 from tests.conftest import PROJECT
 from tests.support.proxy import FaultyProxy
 from tests.support.servers import serve_function

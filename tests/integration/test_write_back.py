@@ -13,7 +13,7 @@ import pytest
 from local import dify_standin as dify
 from local.cloud_tasks_standin import CloudTasksStandIn
 from local.sheets_standin import SheetsStandIn
-from shared.model import KIND
+from shared.core.model import KIND
 from tests.conftest import PROJECT
 from tests.support.servers import serve_function
 

@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.claims import Answer, ClaimVerdict, decide_after_error, decide_claim
-from shared.errors import AppWideError, CapacityError, PermanentError, TransientError
-from shared.model import Status, StoredRow
+from shared.core.claims import Answer, ClaimVerdict, decide_after_error, decide_claim
+from shared.core.errors import AppWideError, CapacityError, PermanentError, TransientError
+from shared.core.model import Status, StoredRow
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from shared.config import LoaderSettings, WorkerSettings, load
-from shared.errors import ConfigError
+from shared.core.errors import ConfigError
+from shared.entrypoints.config import LoaderSettings, WorkerSettings, load
 
 WORKER = {
     "GOOGLE_CLOUD_PROJECT": "p",

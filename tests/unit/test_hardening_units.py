@@ -3,11 +3,11 @@ planner's recovery of expired claims outside the sheet."""
 
 from datetime import UTC, datetime, timedelta
 
-from shared.model import Status, StoredRow
-from shared.planning import LoadOptions, plan
-from shared.redact import Redactor
-from shared.store import batched_by_size
-from shared.text import has_lone_surrogate, storable, storable_value
+from shared.adapters.store import batched_by_size
+from shared.core.model import Status, StoredRow
+from shared.core.planning import LoadOptions, plan
+from shared.core.redact import Redactor
+from shared.core.text import has_lone_surrogate, storable, storable_value
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

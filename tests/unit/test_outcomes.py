@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.errors import AppWideError, CapacityError, PermanentError, TransientError
-from shared.outcomes import (
+from shared.core.errors import AppWideError, CapacityError, PermanentError, TransientError
+from shared.core.outcomes import (
     MAX_RETRY_AFTER_S,
     classify_http_error,
     classify_stream_error,

@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.model import Status, StoredRow
-from shared.planning import LoadOptions, plan, task_id
-from shared.rows import SheetRow, inputs_hash
+from shared.core.model import Status, StoredRow
+from shared.core.planning import LoadOptions, plan, task_id
+from shared.core.rows import SheetRow, inputs_hash
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

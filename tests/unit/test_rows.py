@@ -2,8 +2,8 @@
 
 import pytest
 
-from shared.errors import SheetError
-from shared.rows import RowFilter, column_letter, inputs_hash, parse_rows
+from shared.core.errors import SheetError
+from shared.core.rows import RowFilter, column_letter, inputs_hash, parse_rows
 
 HEADER = ["id", "title", "lang"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import MAX_DISPATCH_DEADLINE_S
+from shared.entrypoints.config import MAX_DISPATCH_DEADLINE_S
 from tests.support.terraform import (
     ENVIRONMENTS,
     MODULE,
@@ -82,7 +82,8 @@ def test_every_function_has_its_own_service_account():
 def test_tasks_and_the_scheduler_call_the_cloud_run_urls_they_name_as_audience():
     run_uri = "${google_cloudfunctions2_function.%s.service_config[0].uri}"
     loader_env = service_config("loader")["environment_variables"]
-    # The loader sends tasks to WORKER_URL with the same URL as the OIDC audience (shared/tasks.py).
+    # The loader sends tasks to WORKER_URL with the same URL as the OIDC audience
+    # (shared/adapters/tasks.py).
     assert "WORKER_URL = google_cloudfunctions2_function.worker.service_config[0].uri" in (
         loader_env
     )

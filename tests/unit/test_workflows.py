@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from shared.errors import ConfigError, SheetError
-from shared.rows import SheetRow, inputs_hash
-from shared.workflows import Routing, Workflow, parse_input_columns, parse_workflows, route
+from shared.core.errors import ConfigError, SheetError
+from shared.core.rows import SheetRow, inputs_hash
+from shared.core.workflows import Routing, Workflow, parse_input_columns, parse_workflows, route
 
 GOOD = {
     "math": {

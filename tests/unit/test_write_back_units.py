@@ -4,9 +4,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.form_check import Variable, check_row, missing_required, parse_form, unknown_columns
-from shared.write_back import (
+from shared.core.errors import ConfigError
+from shared.core.form_check import (
+    Variable,
+    check_row,
+    missing_required,
+    parse_form,
+    unknown_columns,
+)
+from shared.core.write_back import (
     MAX_CELL_CHARS,
     Finished,
     ResultColumns,

@@ -1,5 +1,5 @@
 # The timeout chain: Dify call < task dispatch deadline (= claim lease) <= worker timeout.
-# The functions read the same two settings and derive the same numbers (shared/config.py).
+# The functions read the same two settings and derive the same numbers (shared/entrypoints/config.py).
 # common_env is what both functions read; the rest is per function (functions.tf).
 locals {
   source_root = coalesce(var.source_root, abspath("${path.module}/../../.."))

@@ -7,7 +7,7 @@ from typing import Any
 
 from googleapiclient.errors import HttpError
 
-from shared.errors import SheetError, TransientError
+from shared.core.errors import SheetError, TransientError
 
 
 def quote_sheet_name(name: str) -> str:

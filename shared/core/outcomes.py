@@ -20,8 +20,14 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from shared.errors import AppWideError, BatchError, CapacityError, PermanentError, TransientError
-from shared.model import WorkflowRun
+from shared.core.errors import (
+    AppWideError,
+    BatchError,
+    CapacityError,
+    PermanentError,
+    TransientError,
+)
+from shared.core.model import WorkflowRun
 
 SUCCEEDED = frozenset({"succeeded", "partial-succeeded"})
 STILL_RUNNING = frozenset({"running", "pending", "scheduled"})

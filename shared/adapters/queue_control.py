@@ -14,8 +14,8 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import datastore, tasks_v2
 
-from shared.errors import TransientError
-from shared.outcomes import clip
+from shared.core.errors import TransientError
+from shared.core.outcomes import clip
 
 PAUSE_KIND = "dify_batch_queue_pause"
 _TIMEOUT_S = 20.0

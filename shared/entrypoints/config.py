@@ -11,8 +11,8 @@ from typing import Literal, Self, TypeVar
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.errors import ConfigError
-from shared.secrets import key_problem, looks_like_a_key
+from shared.adapters.secrets import key_problem, looks_like_a_key
+from shared.core.errors import ConfigError
 
 # Cloud Tasks accepts a dispatch deadline between 15 s and 30 min.
 MIN_DISPATCH_DEADLINE_S = 15
@@ -33,7 +33,7 @@ class CommonSettings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, le=100)
     secret_manager_emulator_host: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Several workflows from one sheet (shared/workflows.py): a JSON object name -> settings,
+    # Several workflows from one sheet (shared/core/workflows.py): a JSON object name -> settings,
     # the header whose value picks a row's workflow, the one for an empty cell, and headers
     # mapped to variable names (`질문->question`). Unset: the single workflow below.
     workflows: str | None = None

@@ -12,8 +12,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import SheetError
-from shared.text import has_lone_surrogate
+from shared.core.errors import SheetError
+from shared.core.text import has_lone_surrogate
 
 ROW_NUMBER = "ROW_NUMBER"
 MAX_ID_BYTES = 1500  # Datastore key names are limited to 1,500 bytes

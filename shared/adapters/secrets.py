@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from google.cloud import secretmanager
 
-from shared.errors import ConfigError
-from shared.redact import scrub
+from shared.core.errors import ConfigError
+from shared.core.redact import scrub
 
 
 class SecretReader:

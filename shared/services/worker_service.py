@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from shared.claims import Answer, ClaimVerdict, decide_after_error
-from shared.errors import AppWideError, BatchError, PermanentError, TransientError
-from shared.logs import get_logger
-from shared.model import Status, WorkflowRun
-from shared.redact import scrub
-from shared.store import StatusStore, result_budget_bytes
-from shared.text import storable, storable_value
+from shared.adapters.logs import get_logger
+from shared.adapters.store import StatusStore, result_budget_bytes
+from shared.core.claims import Answer, ClaimVerdict, decide_after_error
+from shared.core.errors import AppWideError, BatchError, PermanentError, TransientError
+from shared.core.model import Status, WorkflowRun
+from shared.core.redact import scrub
+from shared.core.text import storable, storable_value
 
 # The final write must end this long before the lease does, so no other delivery can take the
 # row over while this one still writes.

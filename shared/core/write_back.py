@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.errors import ConfigError
-from shared.text import parse_arrows
+from shared.core.errors import ConfigError
+from shared.core.text import parse_arrows
 
 MAX_CELL_CHARS = 50_000  # the Sheets API refuses longer cells
 

@@ -21,11 +21,11 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import datastore
 
-from shared.claims import ClaimVerdict, decide_claim
-from shared.errors import PermanentError, TransientError
-from shared.model import KIND, NewRow, Status, StoredRow, Transition
-from shared.outcomes import clip
-from shared.write_back import Finished
+from shared.core.claims import ClaimVerdict, decide_claim
+from shared.core.errors import PermanentError, TransientError
+from shared.core.model import KIND, NewRow, Status, StoredRow, Transition
+from shared.core.outcomes import clip
+from shared.core.write_back import Finished
 
 T = TypeVar("T")
 LOOKUP_BATCH = 1000  # Datastore's limit of keys per lookup

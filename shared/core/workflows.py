@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import ConfigError, SheetError
-from shared.rows import InvalidRow, SheetRow, inputs_hash
-from shared.text import parse_arrows
+from shared.core.errors import ConfigError, SheetError
+from shared.core.rows import InvalidRow, SheetRow, inputs_hash
+from shared.core.text import parse_arrows
 
 DEFAULT_NAME = "default"
 

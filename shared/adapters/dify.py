@@ -26,7 +26,9 @@ from typing import Any, Literal, cast
 import httpx
 from httpx_sse import EventSource
 
-from shared.errors import (
+from shared.adapters.logs import get_logger
+from shared.adapters.secrets import ApiKey
+from shared.core.errors import (
     AppWideError,
     BatchError,
     CapacityError,
@@ -34,17 +36,15 @@ from shared.errors import (
     PermanentError,
     TransientError,
 )
-from shared.form_check import Variable, parse_form
-from shared.logs import get_logger
-from shared.model import WorkflowRun
-from shared.outcomes import (
+from shared.core.form_check import Variable, parse_form
+from shared.core.model import WorkflowRun
+from shared.core.outcomes import (
     STILL_RUNNING,
     classify_http_error,
     classify_stream_error,
     parse_run,
     paused_for_human_input,
 )
-from shared.secrets import ApiKey
 
 log = get_logger("dify")
 

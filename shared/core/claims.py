@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from shared.errors import AppWideError, BatchError, CapacityError, TransientError
-from shared.model import FINISHED, Status, StoredRow
+from shared.core.errors import AppWideError, BatchError, CapacityError, TransientError
+from shared.core.model import FINISHED, Status, StoredRow
 
 
 class ClaimVerdict(StrEnum):

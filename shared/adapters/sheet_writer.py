@@ -15,9 +15,9 @@ from typing import Any
 
 from googleapiclient.errors import HttpError
 
-from shared.rows import column_letter
-from shared.sheet import quote_sheet_name
-from shared.write_back import WritePlan
+from shared.adapters.sheet import quote_sheet_name
+from shared.core.rows import column_letter
+from shared.core.write_back import WritePlan
 
 # A request stays well under the API's recommended 2 MB payload and its range count.
 MAX_REQUEST_BYTES = 1_000_000

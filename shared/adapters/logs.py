@@ -11,8 +11,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.redact import scrub
-from shared.text import storable
+from shared.core.redact import scrub
+from shared.core.text import storable
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message"}
 

@@ -20,8 +20,19 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 
-from shared import logs
-from shared.config import (
+from shared.adapters import logs
+from shared.adapters.dify import WorkflowClient
+from shared.adapters.secrets import ApiKey, SecretReader, checked_key
+from shared.adapters.store import StatusStore
+from shared.core.errors import ConfigError
+from shared.core.workflows import (
+    DEFAULT_NAME,
+    Routing,
+    Workflow,
+    parse_input_columns,
+    parse_workflows,
+)
+from shared.entrypoints.config import (
     MAX_DISPATCH_DEADLINE_S,
     CommonSettings,
     LoaderSettings,
@@ -29,24 +40,13 @@ from shared.config import (
     load,
     queue_path,
 )
-from shared.dify import WorkflowClient
-from shared.errors import ConfigError
-from shared.secrets import ApiKey, SecretReader, checked_key
-from shared.store import StatusStore
-from shared.worker_service import WorkerService
-from shared.workflows import (
-    DEFAULT_NAME,
-    Routing,
-    Workflow,
-    parse_input_columns,
-    parse_workflows,
-)
+from shared.services.worker_service import WorkerService
 
 if TYPE_CHECKING:
     from google.cloud import tasks_v2
 
-    from shared.loader_service import LoaderService
-    from shared.queue_control import QueueControl
+    from shared.adapters.queue_control import QueueControl
+    from shared.services.loader_service import LoaderService
 
 SHEETS_READ_SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
 SHEETS_WRITE_SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]  # WRITE_BACK=true
@@ -284,7 +284,7 @@ def tasks_client(emulator_host: str | None) -> tasks_v2.CloudTasksClient:
 def queue_control(
     settings: CommonSettings, emulator_host: str | None, path: str, store: StatusStore
 ) -> QueueControl:
-    from shared.queue_control import QueueControl as Control
+    from shared.adapters.queue_control import QueueControl as Control
 
     return Control(
         client=tasks_client(emulator_host), datastore_client=store.client, queue_path=path
@@ -292,13 +292,13 @@ def queue_control(
 
 
 def _build_loader() -> LoaderService:
-    from shared.dify import FormClient
-    from shared.loader_service import LoaderService, WriteBack
-    from shared.rows import RowFilter
-    from shared.sheet import SheetReader
-    from shared.sheet_writer import SheetWriter
-    from shared.tasks import TaskQueue
-    from shared.write_back import ResultColumns, parse_result_columns
+    from shared.adapters.dify import FormClient
+    from shared.adapters.sheet import SheetReader
+    from shared.adapters.sheet_writer import SheetWriter
+    from shared.adapters.tasks import TaskQueue
+    from shared.core.rows import RowFilter
+    from shared.core.write_back import ResultColumns, parse_result_columns
+    from shared.services.loader_service import LoaderService, WriteBack
 
     settings = load(LoaderSettings)
     logs.configure(settings.log_level)

@@ -9,20 +9,20 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.errors import SheetError
-from shared.form_check import Variable, check_row, missing_required, unknown_columns
-from shared.logs import get_logger
-from shared.model import NewRow, Status
-from shared.planning import Enqueue, LoadOptions, count_reasons, plan
-from shared.rows import InvalidRow, ParsedSheet, RowFilter, SheetRow, parse_rows
-from shared.store import PartialWrite, StatusStore, utcnow
-from shared.tasks import TaskQueue
-from shared.workflows import Routing, route
-from shared.write_back import ResultColumns, plan_write_back, result_headers
+from shared.adapters.logs import get_logger
+from shared.adapters.store import PartialWrite, StatusStore, utcnow
+from shared.adapters.tasks import TaskQueue
+from shared.core.errors import SheetError
+from shared.core.form_check import Variable, check_row, missing_required, unknown_columns
+from shared.core.model import NewRow, Status
+from shared.core.planning import Enqueue, LoadOptions, count_reasons, plan
+from shared.core.rows import InvalidRow, ParsedSheet, RowFilter, SheetRow, parse_rows
+from shared.core.workflows import Routing, route
+from shared.core.write_back import ResultColumns, plan_write_back, result_headers
 
 if TYPE_CHECKING:
-    from shared.queue_control import QueueControl
-    from shared.sheet_writer import SheetWriter
+    from shared.adapters.queue_control import QueueControl
+    from shared.adapters.sheet_writer import SheetWriter
 
 log = get_logger("loader")
 MAX_LISTED = 100  # ids listed per category in the answer; the counts are always complete

@@ -12,8 +12,8 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import tasks_v2
 
-from shared.errors import TransientError
-from shared.planning import Enqueue, task_id
+from shared.core.errors import TransientError
+from shared.core.planning import Enqueue, task_id
 
 _CREATE_RETRY = Retry(
     predicate=if_exception_type(gexc.ServiceUnavailable, gexc.DeadlineExceeded),

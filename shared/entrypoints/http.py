@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import flask
 
-from shared import logs
-from shared.errors import BatchError, ConfigError, SheetError, TransientError
-from shared.logs import get_logger
-from shared.outcomes import clip
-from shared.planning import LoadOptions
-from shared.redact import scrub
-from shared.text import has_lone_surrogate, storable
-from shared.worker_service import TaskResult, WorkerOutcome
+from shared.adapters import logs
+from shared.adapters.logs import get_logger
+from shared.core.errors import BatchError, ConfigError, SheetError, TransientError
+from shared.core.outcomes import clip
+from shared.core.planning import LoadOptions
+from shared.core.redact import scrub
+from shared.core.text import has_lone_surrogate, storable
+from shared.services.worker_service import TaskResult, WorkerOutcome
 
 if TYPE_CHECKING:  # the loader's stack is not imported by the worker
-    from shared.loader_service import LoadReport
+    from shared.services.loader_service import LoadReport
 
 log = get_logger("http")
 MAX_ROW_ID_BYTES = 1500  # a Datastore key name's limit

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.form_check import CHECK_PREFIX
-from shared.model import NewRow, Status, StoredRow, Transition
-from shared.rows import SheetRow
+from shared.core.form_check import CHECK_PREFIX
+from shared.core.model import NewRow, Status, StoredRow, Transition
+from shared.core.rows import SheetRow
 
 
 @dataclass(frozen=True)
