@@ -43,10 +43,11 @@ test: ## Run the whole test suite (starts its own Firestore emulator)
 test-unit: ## Run only the pure-logic unit tests (no emulator, under a second)
 	$(VENV)/bin/pytest tests/unit
 
-lint: ## ruff (lint + format check) and mypy on the source
+lint: ## ruff (lint + format check), mypy, and the layer rule of shared/ (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared loader worker local cli
+	$(VENV)/bin/lint-imports
 
 fmt: ## Format the Python code and the Terraform
 	$(VENV)/bin/ruff check --fix .
