@@ -417,19 +417,34 @@ def test_the_worker_is_internal_only_and_the_loader_a_choice():
 
 
 def test_builds_wait_for_the_builders_grants_to_propagate():
-    [sleep] = resources("time_sleep").values()
+    sleep = resources("time_sleep")["builder_grants_propagated"]
     assert unquote(sleep["create_duration"]) == "${var.iam_propagation_seconds}s"
     assert defaults()["iam_propagation_seconds"] >= 60
     waited = set(sleep["depends_on"])
-    assert "${google_storage_bucket_iam_member.builder_reads_sources}" in waited
-    assert "${google_project_iam_member.builder}" in waited
+    builder_grants = {
+        f"${{google_project_iam_member.{name}}}"
+        for name, grant in resources("google_project_iam_member").items()
+        if grant["member"] == "${google_service_account.builder.member}"
+    }
+    assert len(builder_grants) == 2
+    assert builder_grants | {"${google_storage_bucket_iam_member.builder_reads_sources}"} <= waited
+    # A re-created builder account (a new unique id) is waited for again.
+    assert sleep["triggers"] == {"builder": "${google_service_account.builder.unique_id}"}
     for name in ("loader", "worker"):
         assert "${time_sleep.builder_grants_propagated}" in functions()[name]["depends_on"]
 
 
-def test_the_builder_holds_only_the_build_role_in_the_project():
-    builder = resources("google_project_iam_member")["builder"]
-    assert unquote(builder["role"]) == "roles/cloudbuild.builds.builder"
+def test_the_builder_holds_only_what_a_build_of_two_functions_needs():
+    in_project = {
+        unquote(g["role"]): g
+        for g in resources("google_project_iam_member").values()
+        if g["member"] == "${google_service_account.builder.member}"
+    }
+    # Not cloudbuild.builds.builder: that one writes every repository and bucket of the project.
+    assert set(in_project) == {"roles/logging.logWriter", "roles/storage.objectViewer"}
+    [condition] = in_project["roles/storage.objectViewer"]["condition"]
+    assert 'startsWith(\\"projects/_/buckets/gcf-v2-sources-\\")' in condition["expression"]
+    assert "condition" not in in_project["roles/logging.logWriter"]
     [images] = resources("google_artifact_registry_repository_iam_member").values()
     assert images["repository"] == "${google_artifact_registry_repository.functions.name}"
     repo = resources("google_artifact_registry_repository")["functions"]
@@ -462,23 +477,22 @@ def test_write_back_is_configured_on_the_loader_with_an_optional_second_job():
     job = resources("google_cloud_scheduler_job")["write_back"]
     assert "var.write_back_schedule" in job["count"]
     assert defaults()["write_back"] is False
-    grant = resources("google_secret_manager_secret_iam_member")["loader_dify_key"]
-    assert "var.check_inputs" in grant["count"]
+    grant = resources("google_secret_manager_secret_iam_member")["loader_workflow_keys"]
+    assert "var.check_inputs" in grant["for_each"]
 
 
-def test_one_queue_per_workflow_and_one_secret_grant_per_workflow():
+def test_one_queue_per_workflow_and_one_secret_grant_per_secret():
     queue = resources("google_cloud_tasks_queue")["rows"]
     assert queue["for_each"] == "${local.workflow_queues}"
     text = locals_()["workflow_queues"]
     assert "for name, w in var.workflows" in text
     assert "cap = w.max_concurrent_dispatches" in text
     grants = resources("google_secret_manager_secret_iam_member")
-    assert grants["worker_workflow_keys"]["for_each"] == "${local.workflow_secrets}"
+    assert grants["worker_workflow_keys"]["for_each"] == "${local.dify_secret_ids}"
     assert grants["worker_workflow_keys"]["member"] == "${google_service_account.worker.member}"
-    assert "local.workflow_secrets" in grants["loader_workflow_keys"]["for_each"]
-    # The single key is granted only without workflows: nothing for a workflow without one.
-    assert "length(var.workflows) == 0" in grants["worker_dify_key"]["count"]
-    assert locals_()["workflow_secrets"].startswith("${toset([for name, w in var.workflows")
+    assert "local.dify_secret_ids" in grants["loader_workflow_keys"]["for_each"]
+    # No grant of a Dify key under a count any more: one for_each keyed by secret, in both modes.
+    assert not [g for g in grants.values() if "count" in g and "sheets" not in json.dumps(g)]
     for function in ("loader", "worker"):
         env = service_config(function)["environment_variables"]
         assert "local.routing_env" in env

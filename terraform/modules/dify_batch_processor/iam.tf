@@ -38,12 +38,33 @@ resource "google_service_account" "builder" {
   depends_on   = [google_project_service.apis]
 }
 
-# cloudbuild.builds.builder already holds what a build needs to write logs and push images;
-# the builder also reads the sources bucket and writes to the functions' image repository.
-resource "google_project_iam_member" "builder" {
+# What a build of the two functions needs, and no more: write its logs (Cloud Logging has no finer
+# grant than the project), read the function's source, and push the image to the functions'
+# repository. The source is read from the sources bucket, or from the copy Cloud Functions keeps
+# in its own bucket (gcf-v2-sources-<project number>-<region>, created on the first deploy, so it
+# cannot be granted on by name beforehand): that project-wide read is held to those buckets by an
+# IAM condition. The predefined cloudbuild.builds.builder would also let the build write every
+# repository and bucket of the project.
+resource "google_project_iam_member" "builder_writes_logs" {
   project = var.project_id
-  role    = "roles/cloudbuild.builds.builder"
+  role    = "roles/logging.logWriter"
   member  = google_service_account.builder.member
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_project_iam_member" "builder_reads_function_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = google_service_account.builder.member
+
+  condition {
+    title       = "gcf-v2-sources only"
+    description = "The copies of the function sources that Cloud Functions keeps (gcf-v2-sources-*)."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-\")"
+  }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_storage_bucket_iam_member" "builder_reads_sources" {
@@ -62,11 +83,17 @@ resource "google_artifact_registry_repository_iam_member" "builder_writes_images
 
 # IAM takes up to a couple of minutes to propagate: a build started right after the grants can
 # fail and leave the function failed until a second apply. The builds wait for this.
+# The triggers re-create the wait (and so wait again) when the builder account is re-created.
 resource "time_sleep" "builder_grants_propagated" {
   create_duration = "${var.iam_propagation_seconds}s"
 
+  triggers = {
+    builder = google_service_account.builder.unique_id
+  }
+
   depends_on = [
-    google_project_iam_member.builder,
+    google_project_iam_member.builder_writes_logs,
+    google_project_iam_member.builder_reads_function_sources,
     google_storage_bucket_iam_member.builder_reads_sources,
     google_artifact_registry_repository_iam_member.builder_writes_images,
   ]
@@ -77,12 +104,16 @@ resource "google_project_iam_member" "loader_datastore" {
   project = var.project_id
   role    = "roles/datastore.user"
   member  = google_service_account.loader.member
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_iam_member" "worker_datastore" {
   project = var.project_id
   role    = "roles/datastore.user"
   member  = google_service_account.worker.member
+
+  depends_on = [google_project_service.apis]
 }
 
 # The loader creates tasks in this one queue, and lists them to find rows whose task is gone.
@@ -109,14 +140,17 @@ resource "google_cloud_tasks_queue_iam_member" "loader_viewer" {
 # Pausing and resuming the queue (a wrong key or a used-up quota pauses the batch rather than
 # failing every row): the worker may only pause, the loader only resume (resume=true), each on
 # this one queue. Custom roles, since the predefined queueAdmin would also allow purging and
-# deleting the queue. A destroyed custom role's id stays blocked for 7 to 37 days; the ids
-# carry the name prefix, so a destroy/apply cycle in that window needs another prefix.
+# deleting the queue. A destroyed custom role is only soft-deleted: an apply within 7 days
+# undeletes it (the provider does), but from 7 to 37 days after the destroy its id cannot be
+# used; the ids carry the name prefix, so an apply in that window needs another prefix.
 resource "google_project_iam_custom_role" "queue_pauser" {
   project     = var.project_id
   role_id     = "${replace(var.name_prefix, "-", "_")}_queue_pauser"
   title       = "dify-batch-processor queue pauser"
   description = "Pause the rows queue when Dify fails every row alike."
   permissions = ["cloudtasks.queues.pause"]
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_iam_custom_role" "queue_resumer" {
@@ -125,6 +159,8 @@ resource "google_project_iam_custom_role" "queue_resumer" {
   title       = "dify-batch-processor queue resumer"
   description = "Resume the rows queue after an operator fixed the cause of a pause."
   permissions = ["cloudtasks.queues.resume"]
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_cloud_tasks_queue_iam_member" "worker_pauses" {
@@ -154,19 +190,13 @@ resource "google_service_account_iam_member" "loader_acts_as_invoker" {
   member             = google_service_account.loader.member
 }
 
-# Each function reads its secrets (one per workflow); the values are added with gcloud, never
-# by Terraform.
-resource "google_secret_manager_secret_iam_member" "worker_dify_key" {
-  count = length(var.workflows) == 0 ? 1 : 0
-
-  project   = var.project_id
-  secret_id = var.dify_api_key_secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = google_service_account.worker.member
-}
-
+# Each function reads the Dify key secrets (one per workflow, or the single workflow's); the
+# values are added with gcloud, never by Terraform. One grant per secret, keyed by the secret's id,
+# whether one workflow or several use it: moving from the single workflow to `workflows` with the
+# same secret keeps the same address, so the grant is never destroyed and re-created (a destroy
+# that lands after the create would strip the function's access).
 resource "google_secret_manager_secret_iam_member" "worker_workflow_keys" {
-  for_each = local.workflow_secrets
+  for_each = local.dify_secret_ids
 
   project   = var.project_id
   secret_id = each.value
@@ -176,7 +206,7 @@ resource "google_secret_manager_secret_iam_member" "worker_workflow_keys" {
 
 # The loader reads the workflows' input forms with the same keys (check_inputs).
 resource "google_secret_manager_secret_iam_member" "loader_workflow_keys" {
-  for_each = var.check_inputs ? local.workflow_secrets : toset([])
+  for_each = var.check_inputs ? local.dify_secret_ids : toset([])
 
   project   = var.project_id
   secret_id = each.value
@@ -184,13 +214,24 @@ resource "google_secret_manager_secret_iam_member" "loader_workflow_keys" {
   member    = google_service_account.loader.member
 }
 
-resource "google_secret_manager_secret_iam_member" "loader_dify_key" {
-  count = var.check_inputs && length(var.workflows) == 0 ? 1 : 0
+# Earlier versions granted the single workflow's key under a count (worker_dify_key[0]). That
+# cannot be moved to a key that depends on a variable, so it is forgotten without being revoked
+# (removed, destroy = false), and worker_workflow_keys[<secret>] takes the same binding over:
+# creating a binding that exists changes nothing. Needs Terraform 1.7.
+removed {
+  from = google_secret_manager_secret_iam_member.worker_dify_key
 
-  project   = var.project_id
-  secret_id = var.dify_api_key_secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = google_service_account.loader.member
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = google_secret_manager_secret_iam_member.loader_dify_key
+
+  lifecycle {
+    destroy = false
+  }
 }
 
 resource "google_secret_manager_secret_iam_member" "loader_sheets_key" {

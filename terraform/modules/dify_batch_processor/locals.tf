@@ -32,7 +32,9 @@ locals {
   default_workflow = length(var.workflows) == 0 ? "default" : (var.default_workflow != "" ? var.default_workflow : sort(keys(var.workflows))[0])
   default_queue    = local.workflow_queues[local.default_workflow].queue
   total_dispatches = sum([for q in values(local.workflow_queues) : q.cap])
-  workflow_secrets = toset([for name, w in var.workflows : w.api_key_secret_id])
+  # The Dify key secrets, the same set whether one workflow or several use them: the grants are
+  # keyed by these ids (iam.tf).
+  dify_secret_ids = toset([for q in values(local.workflow_queues) : q.secret if q.secret != ""])
   workflows_env = length(var.workflows) == 0 ? "" : jsonencode({
     for name, w in var.workflows : name => {
       endpoint          = w.endpoint
