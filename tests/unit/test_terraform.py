@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import json
 import re
+import zoneinfo
 from pathlib import Path
 
 import pytest
 
+from shared.core.text import parse_arrows
 from shared.entrypoints.config import MAX_DISPATCH_DEADLINE_S
+from shared.services.worker_service import TaskResult
 from tests.support.terraform import (
     ENVIRONMENTS,
     MODULE,
     ROOT,
+    TERRAFORM,
+    TerraformRefused,
+    console,
     defaults,
     env_keys,
     evaluate,
     load,
     locals_,
     members,
+    plan_after_apply,
     resources,
     unquote,
     variables,
@@ -509,3 +516,338 @@ def test_the_old_single_queue_is_moved_not_recreated():
 def test_the_dashboard_shows_each_queue():
     chart = locals_()["chart"]
     assert "resource.labels.queue_id" in json.dumps(chart)
+
+
+# -- issue #21: upgrades that keep their grants, plans that stay quiet, alerts ---------------------
+
+needs_terraform = pytest.mark.skipif(TERRAFORM is None, reason="the terraform binary is not here")
+
+SINGLE = {
+    "dify_api_endpoint": "https://api.dify.ai/v1/workflows/run",
+    "dify_api_key_secret_id": "dify-api-key",
+}
+
+
+def workflow(secret: str, cap: int = 3) -> dict[str, object]:
+    return {
+        "endpoint": "https://api.dify.ai/v1/workflows/run",
+        "api_key_secret_id": secret,
+        "max_concurrent_dispatches": cap,
+    }
+
+
+def switch_stand_ins() -> str:
+    """terraform_data stand-ins with the module's own for_each expressions for the secret grants
+    and the queues (the google resources need a provider this machine cannot download)."""
+    grants = resources("google_secret_manager_secret_iam_member")
+    queue = resources("google_cloud_tasks_queue")["rows"]
+    blocks = [
+        ("worker_workflow_keys", grants["worker_workflow_keys"]["for_each"], "each.value"),
+        ("loader_workflow_keys", grants["loader_workflow_keys"]["for_each"], "each.value"),
+        ("rows", queue["for_each"], "each.value.queue"),
+    ]
+    return "\n".join(
+        f'resource "terraform_data" "{name}" {{\n  for_each = {each[2:-1]}\n  input = {value}\n}}'
+        for name, each, value in blocks
+    )
+
+
+@needs_terraform
+def test_moving_to_workflows_with_the_same_secret_leaves_its_grants_alone():
+    after = {"workflows": {"main": workflow("dify-api-key")}, "default_workflow": "main"}
+    plan = plan_after_apply(switch_stand_ins(), SINGLE, after)
+    kept = {
+        'terraform_data.worker_workflow_keys["dify-api-key"]',
+        'terraform_data.loader_workflow_keys["dify-api-key"]',
+    }
+    assert kept <= set(plan["no-op"])
+    assert not [a for a in plan.get("delete", []) + plan.get("create", []) if "keys" in a]
+    # The queue is another name, so another queue: the README has the operator drain it first.
+    assert plan["delete"] == ['terraform_data.rows["default"]']
+    assert plan["create"] == ['terraform_data.rows["main"]']
+
+
+@needs_terraform
+def test_a_second_workflow_adds_only_its_own_grant():
+    before = {"workflows": {"main": workflow("dify-api-key")}}
+    after = {
+        "workflows": {"main": workflow("dify-api-key"), "summary": workflow("summary-key")},
+        "workflow_column": "workflow",
+    }
+    plan = plan_after_apply(switch_stand_ins(), before, after)
+    assert "delete" not in plan
+    assert plan["create"] == [
+        'terraform_data.loader_workflow_keys["summary-key"]',
+        'terraform_data.rows["summary"]',
+        'terraform_data.worker_workflow_keys["summary-key"]',
+    ]
+
+
+@needs_terraform
+def test_workflows_sharing_a_secret_get_one_grant_for_it():
+    shared = {"workflows": {"a": workflow("k"), "b": workflow("k")}, "workflow_column": "wf"}
+    assert console("local.dify_secret_ids", **shared) == ["k"]
+    assert console("local.dify_secret_ids", **SINGLE) == ["dify-api-key"]
+
+
+def test_the_old_count_based_grants_are_forgotten_not_revoked():
+    removed = {unquote(b["from"]): b for b in load()["removed"]}
+    assert set(removed) == {
+        "${google_secret_manager_secret_iam_member.worker_dify_key}",
+        "${google_secret_manager_secret_iam_member.loader_dify_key}",
+    }
+    for block in removed.values():
+        assert block["lifecycle"][0]["destroy"] is False
+    # removed blocks need Terraform 1.7, in the module and in the environments alike.
+    for folder in [MODULE, *sorted(p for p in ENVIRONMENTS.iterdir() if p.is_dir())]:
+        assert 'required_version = ">= 1.7"' in (folder / "versions.tf").read_text()
+
+
+def test_the_deployed_zips_are_never_deleted_by_age():
+    bucket = resources("google_storage_bucket")["sources"]
+    assert "lifecycle_rule" not in bucket
+    # A code change gets a new object name, which replaces the object: the old zip goes then.
+    assert "output_md5" in resources("google_storage_bucket_object")["function"]["name"]
+
+
+def test_empty_settings_are_not_sent_to_the_functions():
+    for name in ("loader", "worker"):
+        env = service_config(name)["environment_variables"]
+        assert env.startswith("${{for k, v in merge(local.common_env")
+        assert env.endswith(': k => v if v != ""}}')
+
+
+def test_custom_roles_and_project_grants_wait_for_the_apis():
+    for kind in ("google_project_iam_custom_role", "google_project_iam_member"):
+        for name, body in resources(kind).items():
+            assert "${google_project_service.apis}" in body.get("depends_on", []), name
+    apis = {unquote(a) for a in re.findall(r'"[a-z]+\.googleapis\.com"', locals_()["apis"])}
+    assert "cloudresourcemanager.googleapis.com" in apis
+
+
+def test_environments_require_the_modules_provider_major_and_declare_time():
+    for env in sorted(p for p in ENVIRONMENTS.iterdir() if p.is_dir()):
+        providers = load(env)["terraform"][0]["required_providers"][0]
+        assert unquote(providers["google"]["version"]) == ">= 8.0, < 9.0"
+        assert unquote(providers["time"]["source"]) == "hashicorp/time"
+
+
+def test_the_single_workflows_settings_are_optional_in_the_environments():
+    for env in sorted(p for p in ENVIRONMENTS.iterdir() if p.is_dir()):
+        declared = variables(env)
+        for name in ("dify_api_endpoint", "dify_api_key_secret_id"):
+            assert "default" in declared[name], name
+            assert declared[name]["default"] is None, name
+
+
+@needs_terraform
+def test_workflows_need_no_single_endpoint_or_secret():
+    values = {"workflows": {"main": workflow("k")}}
+    assert console("var.dify_api_endpoint", **values) == ""
+    assert console("local.workflow_queues", **values)["main"]["secret"] == "k"
+
+
+# Validations no stricter than what the app and the API accept.
+
+
+def all_patterns(variable: str) -> list[str]:
+    conditions = [v["condition"] for v in variables()[variable]["validation"]]
+    found = [m for c in conditions for m in re.findall(r'regex\("((?:[^"\\]|\\.)*)"', c)]
+    return [p.encode().decode("unicode_escape") for p in found]
+
+
+def test_every_tz_database_name_passes_the_time_zone_validation():
+    names = zoneinfo.available_timezones() | {"EST5EDT", "CST6CDT", "Etc/GMT+9", "UTC"}
+    assert len(names) > 300  # the tz database is there to check against
+    [pattern] = all_patterns("time_zone")
+    assert [n for n in sorted(names) if not re.search(pattern, n)] == []
+
+
+@pytest.mark.parametrize("zone", ["", "Asia Seoul", "/UTC", "Asia/", "9Asia/Seoul"])
+def test_what_is_no_tz_name_fails_it(zone):
+    [pattern] = all_patterns("time_zone")
+    assert not re.search(pattern, zone)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "ok"),
+    [
+        ("*/10 * * * *", True),
+        ("*/10  * * * *", True),  # a double space, as cron reads it
+        (" 0 9-18 * * 1-5 ", True),
+        ("0\t9 * *\t1-5", True),
+        ("* * * *", False),
+        ("* * * * * *", False),
+        ("", False),
+    ],
+)
+def test_the_schedule_needs_five_fields_however_spaced(schedule, ok):
+    [pattern] = all_patterns("schedule")
+    assert bool(re.search(pattern, schedule)) is ok
+
+
+RESULT_COLUMNS = [
+    "",
+    "answer->Answer",
+    "answer->Answer, score->점수",
+    "answer->Answer,",  # a trailing comma
+    ", answer->Answer,,",
+    "my-key->My Header",  # hyphenated keys
+    "a-b-c->x-y",
+    "x-->y",
+    "--->y",
+    "-x->y",
+    "a->b->c",
+    "a->->",
+    "answer",
+    "->Answer",
+    "answer->",
+    "answer->  ",
+    " ->x",
+    "->->b",
+    "answer->Answer, score",
+    "   ",
+]
+
+
+@pytest.mark.parametrize("text", RESULT_COLUMNS)
+def test_result_columns_are_read_as_the_loader_reads_them(text):
+    [pattern] = all_patterns("result_columns")
+    passes = all(re.search(pattern, item) for item in text.split(","))
+    assert passes is not isinstance(parse_arrows(text), str), text
+
+
+@needs_terraform
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("time_zone", "EST5EDT"),
+        ("schedule", "*/10  * * * *"),
+        ("result_columns", "my-key->My Header, score->점수,"),
+        ("notification_channels", ["projects/my-project-1/notificationChannels/123"]),
+    ],
+)
+def test_terraform_itself_accepts_what_the_app_accepts(name, value):
+    assert console(f"var.{name}", **{name: value}) == value
+
+
+@needs_terraform
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("time_zone", "Asia Seoul"),
+        ("schedule", "* * * *"),
+        ("result_columns", "answer->Answer, score"),
+        ("max_concurrent_dispatches", 2.5),
+        ("notification_channels", ["1234567890"]),
+        ("alert_loader_failures", 0),
+        ("alert_failed_rows_per_hour", 1.5),
+        ("alert_loader_window_minutes", 2000),
+    ],
+)
+def test_terraform_refuses_what_the_app_or_the_api_would(name, value):
+    with pytest.raises(TerraformRefused, match=f"{name} must"):
+        console(f"var.{name}", **{name: value})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_concurrent_dispatches",
+        "worker_max_instances",
+        "loader_timeout_seconds",
+        "alert_failed_rows_per_hour",
+        "alert_loader_failures",
+        "alert_loader_window_minutes",
+    ],
+)
+def test_counts_the_apis_take_as_integers_must_be_whole_numbers(name):
+    conditions = " ".join(v["condition"] for v in variables()[name]["validation"])
+    assert f"floor(var.{name}) == var.{name}" in conditions
+
+
+# Alerts.
+
+
+def log_metric_filters() -> dict[str, str]:
+    metrics = resources("google_logging_metric")
+    signals = {k: unquote(v["filter"]) for k, v in locals_()["log_signals"].items()}
+    return {"row_outcomes": unquote(metrics["row_outcomes"]["filter"]), **signals}
+
+
+def test_each_alert_watches_what_the_code_logs():
+    filters = log_metric_filters()
+    code = "\n".join(
+        (ROOT / "shared/services" / f).read_text()
+        for f in ("worker_service.py", "loader_service.py")
+    )
+    watched = {
+        "queue_paused": ['"batch_paused"', '"queue_paused"'],
+        "expired_leases": ['"load_summary"', "re_enqueued"],
+        "row_outcomes": ['"row_outcome"'],
+    }
+    for metric, events in watched.items():
+        for event in events:
+            assert event.strip('"') in filters[metric], (metric, event)
+            assert event in code, event
+    # The loader counts rows whose lease passed under this reason (shared/core/planning.py).
+    assert '"expired_lease"' in (ROOT / "shared/core/planning.py").read_text()
+    assert "jsonPayload.re_enqueued.expired_lease>0" in filters["expired_leases"]
+    # The spend limit's line comes with the spend limit (issue #20): one ERROR line of this event.
+    assert 'jsonPayload.event=\\"spend_limit_reached\\"' in filters["spend_limit"]
+
+
+def test_the_alert_policies_cover_what_needs_a_person():
+    policies = resources("google_monitoring_alert_policy")
+    assert set(policies) == {"logs", "loader_failing"}
+    assert set(locals_()["log_alerts"]) == {
+        "queue_paused",
+        "failed_rows",
+        "expired_leases",
+        "spend_limit",
+    }
+    for policy in policies.values():
+        assert policy["notification_channels"] == "${var.notification_channels}"
+        assert policy["documentation"][0]["content"]
+    assert defaults()["notification_channels"] == []  # no channel: incidents in the console only
+
+
+def test_failed_rows_alert_on_the_workers_failed_outcome_above_the_threshold():
+    alert = locals_()["log_alerts"]["failed_rows"]
+    assert TaskResult.FAILED.value == "failed"
+    assert unquote(alert["labels"]) == ' AND metric.labels.outcome=\\"failed\\"'
+    assert alert["threshold"] == "${var.alert_failed_rows_per_hour}"
+    [condition] = resources("google_monitoring_alert_policy")["logs"]["conditions"]
+    threshold = condition["condition_threshold"][0]
+    assert unquote(threshold["comparison"]) == "COMPARISON_GT"
+    assert threshold["aggregations"][0]["alignment_period"] == '"${local.alert_window_seconds}s"'
+    assert unquote(locals_()["alert_window_seconds"]) == 3600
+    assert 0 < defaults()["alert_failed_rows_per_hour"] <= 100
+
+
+def test_the_loader_alert_needs_n_errors_and_no_success_in_its_window():
+    policy = resources("google_monitoring_alert_policy")["loader_failing"]
+    assert unquote(policy["combiner"]) == "AND"
+    errors, only_errors = (c["condition_threshold"][0] for c in policy["conditions"])
+    assert 'response_code_class=\\"5xx\\"' in errors["filter"]
+    # Sums of whole answers: above N - 0.5 is at least N.
+    for n in (1, 3, 10):
+        assert evaluate(errors["threshold_value"], {"alert_loader_failures": n}) == n - 0.5
+    assert "denominator_filter" in only_errors
+    assert "5xx" not in only_errors["denominator_filter"]
+    assert only_errors["threshold_value"] > 0.99
+    windows = {
+        agg["alignment_period"]
+        for c in (errors, only_errors)
+        for agg in c["aggregations"] + c.get("denominator_aggregations", [])
+    }
+    assert windows == {'"${var.alert_loader_window_minutes * 60}s"'}
+    assert defaults()["alert_loader_failures"] == 3
+
+
+def test_alert_policies_wait_for_new_log_metrics_to_reach_monitoring():
+    sleep = resources("time_sleep")["log_metrics_available"]
+    assert "google_logging_metric.signals" in sleep["triggers"]["metrics"]
+    assert "google_logging_metric.row_outcomes" in sleep["triggers"]["metrics"]
+    depends = resources("google_monitoring_alert_policy")["logs"]["depends_on"]
+    assert depends == ["${time_sleep.log_metrics_available}"]
