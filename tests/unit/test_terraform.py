@@ -495,11 +495,11 @@ def test_one_queue_per_workflow_and_one_secret_grant_per_secret():
     assert "for name, w in var.workflows" in text
     assert "cap = w.max_concurrent_dispatches" in text
     grants = resources("google_secret_manager_secret_iam_member")
-    assert grants["worker_workflow_keys"]["for_each"] == "${local.dify_secret_ids}"
+    assert grants["worker_workflow_keys"]["for_each"] == "${local.workflow_secret_ids}"
     assert grants["worker_workflow_keys"]["member"] == "${google_service_account.worker.member}"
-    assert "local.dify_secret_ids" in grants["loader_workflow_keys"]["for_each"]
-    # No grant of a Dify key under a count any more: one for_each keyed by secret, in both modes.
-    assert not [g for g in grants.values() if "count" in g and "sheets" not in json.dumps(g)]
+    assert "local.workflow_secret_ids" in grants["loader_workflow_keys"]["for_each"]
+    # The single workflow's secret keeps its own grant while a workflow uses it.
+    assert "local.single_secret_kept" in grants["worker_dify_key"]["count"]
     for function in ("loader", "worker"):
         env = service_config(function)["environment_variables"]
         assert "local.routing_env" in env
@@ -542,29 +542,71 @@ def switch_stand_ins() -> str:
     grants = resources("google_secret_manager_secret_iam_member")
     queue = resources("google_cloud_tasks_queue")["rows"]
     blocks = [
-        ("worker_workflow_keys", grants["worker_workflow_keys"]["for_each"], "each.value"),
-        ("loader_workflow_keys", grants["loader_workflow_keys"]["for_each"], "each.value"),
-        ("rows", queue["for_each"], "each.value.queue"),
+        (
+            "worker_dify_key",
+            "count",
+            grants["worker_dify_key"]["count"],
+            "var.dify_api_key_secret_id",
+        ),
+        (
+            "loader_dify_key",
+            "count",
+            grants["loader_dify_key"]["count"],
+            "var.dify_api_key_secret_id",
+        ),
+        (
+            "worker_workflow_keys",
+            "for_each",
+            grants["worker_workflow_keys"]["for_each"],
+            "each.value",
+        ),
+        (
+            "loader_workflow_keys",
+            "for_each",
+            grants["loader_workflow_keys"]["for_each"],
+            "each.value",
+        ),
+        ("rows", "for_each", queue["for_each"], "each.value.queue"),
     ]
     return "\n".join(
-        f'resource "terraform_data" "{name}" {{\n  for_each = {each[2:-1]}\n  input = {value}\n}}'
-        for name, each, value in blocks
+        f'resource "terraform_data" "{name}" {{\n  {meta} = {each[2:-1]}\n  input = {value}\n}}'
+        for name, meta, each, value in blocks
     )
 
 
 @needs_terraform
 def test_moving_to_workflows_with_the_same_secret_leaves_its_grants_alone():
-    after = {"workflows": {"main": workflow("dify-api-key")}, "default_workflow": "main"}
-    plan = plan_after_apply(switch_stand_ins(), SINGLE, after)
-    kept = {
-        'terraform_data.worker_workflow_keys["dify-api-key"]',
-        'terraform_data.loader_workflow_keys["dify-api-key"]',
+    after = {
+        "workflows": {"main": workflow("dify-api-key"), "summary": workflow("summary-key")},
+        "workflow_column": "kind",
+        "default_workflow": "main",
+        "dify_api_key_secret_id": "dify-api-key",  # kept, as the README's upgrade says
     }
+    plan = plan_after_apply(switch_stand_ins(), SINGLE, after)
+    kept = {"terraform_data.worker_dify_key[0]", "terraform_data.loader_dify_key[0]"}
     assert kept <= set(plan["no-op"])
-    assert not [a for a in plan.get("delete", []) + plan.get("create", []) if "keys" in a]
+    assert not [a for a in plan["delete"] if "key" in a]
+    # Only the new workflow's secret gets new grants.
+    assert [a for a in plan["create"] if "key" in a] == [
+        'terraform_data.loader_workflow_keys["summary-key"]',
+        'terraform_data.worker_workflow_keys["summary-key"]',
+    ]
     # The queue is another name, so another queue: the README has the operator drain it first.
     assert plan["delete"] == ['terraform_data.rows["default"]']
-    assert plan["create"] == ['terraform_data.rows["main"]']
+    assert [a for a in plan["create"] if "rows" in a] == [
+        'terraform_data.rows["main"]',
+        'terraform_data.rows["summary"]',
+    ]
+
+
+@needs_terraform
+def test_dropping_the_single_secret_id_in_the_switch_would_move_the_grant():
+    # Why the README says to keep dify_api_key_secret_id: without it the same binding changes
+    # address, and an unordered destroy could strip the worker's access.
+    after = {"workflows": {"main": workflow("dify-api-key")}}
+    plan = plan_after_apply(switch_stand_ins(), SINGLE, after)
+    assert "terraform_data.worker_dify_key[0]" in plan["delete"]
+    assert 'terraform_data.worker_workflow_keys["dify-api-key"]' in plan["create"]
 
 
 @needs_terraform
@@ -584,23 +626,38 @@ def test_a_second_workflow_adds_only_its_own_grant():
 
 
 @needs_terraform
-def test_workflows_sharing_a_secret_get_one_grant_for_it():
-    shared = {"workflows": {"a": workflow("k"), "b": workflow("k")}, "workflow_column": "wf"}
-    assert console("local.dify_secret_ids", **shared) == ["k"]
-    assert console("local.dify_secret_ids", **SINGLE) == ["dify-api-key"]
-
-
-def test_the_old_count_based_grants_are_forgotten_not_revoked():
-    removed = {unquote(b["from"]): b for b in load()["removed"]}
-    assert set(removed) == {
-        "${google_secret_manager_secret_iam_member.worker_dify_key}",
-        "${google_secret_manager_secret_iam_member.loader_dify_key}",
-    }
-    for block in removed.values():
-        assert block["lifecycle"][0]["destroy"] is False
-    # removed blocks need Terraform 1.7, in the module and in the environments alike.
-    for folder in [MODULE, *sorted(p for p in ENVIRONMENTS.iterdir() if p.is_dir())]:
-        assert 'required_version = ">= 1.7"' in (folder / "versions.tf").read_text()
+@pytest.mark.parametrize(
+    ("values", "single", "keyed"),
+    [
+        (SINGLE, True, []),
+        (
+            {"workflows": {"a": workflow("k"), "b": workflow("k")}, "workflow_column": "w"},
+            False,
+            ["k"],
+        ),
+        (
+            {
+                "workflows": {"a": workflow("k"), "b": workflow("x")},
+                "workflow_column": "w",
+                **SINGLE,
+            },
+            False,
+            ["k", "x"],  # the single secret is no workflow's any more: its grant goes
+        ),
+        (
+            {
+                "workflows": {"a": workflow("dify-api-key"), "b": workflow("k")},
+                "workflow_column": "w",
+                **SINGLE,
+            },
+            True,
+            ["k"],
+        ),
+    ],
+)
+def test_each_secret_is_granted_once(values, single, keyed):
+    assert console("local.single_secret_kept", **values) is single
+    assert console("local.workflow_secret_ids", **values) == keyed
 
 
 def test_the_deployed_zips_are_never_deleted_by_age():
@@ -809,6 +866,12 @@ def test_the_alert_policies_cover_what_needs_a_person():
     for policy in policies.values():
         assert policy["notification_channels"] == "${var.notification_channels}"
         assert policy["documentation"][0]["content"]
+        # No line logged (no data) is no case: incidents close rather than wait for auto_close.
+        for condition in policy["conditions"]:
+            threshold = condition["condition_threshold"][0]
+            assert (
+                unquote(threshold["evaluation_missing_data"]) == "EVALUATION_MISSING_DATA_INACTIVE"
+            )
     assert defaults()["notification_channels"] == []  # no channel: incidents in the console only
 
 

@@ -66,7 +66,7 @@ variable "dify_api_endpoint" {
 
 variable "dify_api_key_secret_id" {
   type        = string
-  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform). Not needed with workflows."
+  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform). With workflows: keep it when moving from the single workflow, so that secret keeps its grant."
   default     = null
 }
 

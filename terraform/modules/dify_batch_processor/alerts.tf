@@ -130,6 +130,8 @@ locals {
   }
 }
 
+# EVALUATION_MISSING_DATA_INACTIVE: no line logged in the window (no data) counts as no case, so
+# the incident closes instead of staying open until auto_close.
 resource "google_monitoring_alert_policy" "logs" {
   for_each = local.log_alerts
 
@@ -142,10 +144,11 @@ resource "google_monitoring_alert_policy" "logs" {
   conditions {
     display_name = each.value.title
     condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${each.value.metric}\" AND resource.type=\"cloud_run_revision\"${each.value.labels}"
-      comparison      = "COMPARISON_GT"
-      threshold_value = each.value.threshold
-      duration        = "0s"
+      filter                  = "metric.type=\"logging.googleapis.com/user/${each.value.metric}\" AND resource.type=\"cloud_run_revision\"${each.value.labels}"
+      comparison              = "COMPARISON_GT"
+      threshold_value         = each.value.threshold
+      duration                = "0s"
+      evaluation_missing_data = "EVALUATION_MISSING_DATA_INACTIVE"
       aggregations {
         alignment_period     = "${local.alert_window_seconds}s"
         per_series_aligner   = "ALIGN_SUM"
@@ -172,6 +175,7 @@ resource "google_monitoring_alert_policy" "logs" {
 # alert_loader_window_minutes, and not one success among its answers in that window (the ratio of
 # errors to all answers is 1). Cloud Scheduler retries a failed run once, so one failed scheduled
 # run gives up to two error answers. A loader that has failed from its first run on is caught too.
+# No answer in the window (an idle schedule) counts as no case.
 resource "google_monitoring_alert_policy" "loader_failing" {
   project               = var.project_id
   display_name          = "${var.name_prefix}: the loader fails run after run"
@@ -182,10 +186,11 @@ resource "google_monitoring_alert_policy" "loader_failing" {
   conditions {
     display_name = "at least ${var.alert_loader_failures} error answers in ${var.alert_loader_window_minutes} minutes"
     condition_threshold {
-      filter          = "metric.type=\"run.googleapis.com/request_count\" AND ${local.run_resource.loader} AND metric.labels.response_code_class=\"5xx\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = var.alert_loader_failures - 0.5
-      duration        = "0s"
+      filter                  = "metric.type=\"run.googleapis.com/request_count\" AND ${local.run_resource.loader} AND metric.labels.response_code_class=\"5xx\""
+      comparison              = "COMPARISON_GT"
+      threshold_value         = var.alert_loader_failures - 0.5
+      duration                = "0s"
+      evaluation_missing_data = "EVALUATION_MISSING_DATA_INACTIVE"
       aggregations {
         alignment_period     = "${var.alert_loader_window_minutes * 60}s"
         per_series_aligner   = "ALIGN_SUM"
@@ -197,11 +202,12 @@ resource "google_monitoring_alert_policy" "loader_failing" {
   conditions {
     display_name = "no successful answer in ${var.alert_loader_window_minutes} minutes"
     condition_threshold {
-      filter             = "metric.type=\"run.googleapis.com/request_count\" AND ${local.run_resource.loader} AND metric.labels.response_code_class=\"5xx\""
-      denominator_filter = "metric.type=\"run.googleapis.com/request_count\" AND ${local.run_resource.loader}"
-      comparison         = "COMPARISON_GT"
-      threshold_value    = 0.999
-      duration           = "0s"
+      filter                  = "metric.type=\"run.googleapis.com/request_count\" AND ${local.run_resource.loader} AND metric.labels.response_code_class=\"5xx\""
+      denominator_filter      = "metric.type=\"run.googleapis.com/request_count\" AND ${local.run_resource.loader}"
+      comparison              = "COMPARISON_GT"
+      threshold_value         = 0.999
+      duration                = "0s"
+      evaluation_missing_data = "EVALUATION_MISSING_DATA_INACTIVE"
       aggregations {
         alignment_period     = "${var.alert_loader_window_minutes * 60}s"
         per_series_aligner   = "ALIGN_SUM"

@@ -190,13 +190,25 @@ resource "google_service_account_iam_member" "loader_acts_as_invoker" {
   member             = google_service_account.loader.member
 }
 
-# Each function reads the Dify key secrets (one per workflow, or the single workflow's); the
-# values are added with gcloud, never by Terraform. One grant per secret, keyed by the secret's id,
-# whether one workflow or several use it: moving from the single workflow to `workflows` with the
-# same secret keeps the same address, so the grant is never destroyed and re-created (a destroy
-# that lands after the create would strip the function's access).
+# Each function reads the Dify key secrets (the single workflow's, or one per workflow); the values
+# are added with gcloud, never by Terraform. One grant per secret. The single workflow's secret
+# (dify_api_key_secret_id) keeps its grant at the same address, worker_dify_key[0], also once
+# `workflows` replace the single workflow, as long as dify_api_key_secret_id still names it and a
+# workflow uses it: the switch then neither destroys nor re-creates it (a destroy that lands
+# after the create of the same binding elsewhere would strip the function's access). The other
+# workflows' secrets are granted keyed by the secret's id, so adding or removing a workflow
+# touches only its own secret's grant.
+resource "google_secret_manager_secret_iam_member" "worker_dify_key" {
+  count = local.single_secret_kept ? 1 : 0
+
+  project   = var.project_id
+  secret_id = var.dify_api_key_secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.worker.member
+}
+
 resource "google_secret_manager_secret_iam_member" "worker_workflow_keys" {
-  for_each = local.dify_secret_ids
+  for_each = local.workflow_secret_ids
 
   project   = var.project_id
   secret_id = each.value
@@ -205,33 +217,22 @@ resource "google_secret_manager_secret_iam_member" "worker_workflow_keys" {
 }
 
 # The loader reads the workflows' input forms with the same keys (check_inputs).
+resource "google_secret_manager_secret_iam_member" "loader_dify_key" {
+  count = var.check_inputs && local.single_secret_kept ? 1 : 0
+
+  project   = var.project_id
+  secret_id = var.dify_api_key_secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.loader.member
+}
+
 resource "google_secret_manager_secret_iam_member" "loader_workflow_keys" {
-  for_each = var.check_inputs ? local.dify_secret_ids : toset([])
+  for_each = var.check_inputs ? local.workflow_secret_ids : toset([])
 
   project   = var.project_id
   secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.loader.member
-}
-
-# Earlier versions granted the single workflow's key under a count (worker_dify_key[0]). That
-# cannot be moved to a key that depends on a variable, so it is forgotten without being revoked
-# (removed, destroy = false), and worker_workflow_keys[<secret>] takes the same binding over:
-# creating a binding that exists changes nothing. Needs Terraform 1.7.
-removed {
-  from = google_secret_manager_secret_iam_member.worker_dify_key
-
-  lifecycle {
-    destroy = false
-  }
-}
-
-removed {
-  from = google_secret_manager_secret_iam_member.loader_dify_key
-
-  lifecycle {
-    destroy = false
-  }
 }
 
 resource "google_secret_manager_secret_iam_member" "loader_sheets_key" {

@@ -54,3 +54,8 @@ moved {
   from = google_cloud_tasks_queue_iam_member.loader_resumes
   to   = google_cloud_tasks_queue_iam_member.loader_resumes["default"]
 }
+
+moved {
+  from = google_secret_manager_secret_iam_member.worker_dify_key
+  to   = google_secret_manager_secret_iam_member.worker_dify_key[0]
+}

@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.7" # removed blocks (iam.tf)
+  required_version = ">= 1.5"
 
   required_providers {
     google = {
