@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -114,3 +119,70 @@ def env_keys(expression: str) -> set[str]:
         if f"local.{name}" in expression:
             keys |= set(locals_()[name])
     return keys
+
+
+# -- The real terraform binary over the module's variables and locals -------------------------
+# variables.tf and locals.tf need no provider, so `terraform console` and a plan of stand-in
+# resources (terraform_data, built in) run offline: validations and locals are evaluated by
+# Terraform itself (RE2 regexes, its own functions), not by a re-implementation.
+
+TERRAFORM = shutil.which("terraform")
+REQUIRED = {
+    "project_id": "my-project-1",
+    "region": "asia-northeast3",
+    "spreadsheet_id": "1AbCdEfGhIjK",
+}
+
+
+class TerraformRefused(Exception):
+    """Terraform refused the values (a validation) or the expression; the message is its own."""
+
+
+def _run(args: list[str], folder: Path, stdin: str = "") -> str:
+    assert TERRAFORM, "the terraform binary is not installed"
+    env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [TERRAFORM, *args], input=stdin, cwd=folder, capture_output=True, text=True, env=env
+    )
+    # terraform console answers 0 even when a variable fails its validation: its errors go to
+    # stderr, headed "Error:".
+    if done.returncode or re.search(r"^Error: ", done.stderr, flags=re.M):
+        raise TerraformRefused(done.stderr)
+    return done.stdout
+
+
+def _workspace(folder: Path, values: dict[str, Any], extra: str = "") -> None:
+    for name in ("variables.tf", "locals.tf"):
+        shutil.copy(MODULE / name, folder / name)
+    (folder / "terraform.tfvars.json").write_text(json.dumps({**REQUIRED, **values}))
+    (folder / "stand_ins.tf").write_text(extra)
+
+
+def console(expression: str, **values: Any) -> Any:
+    """The value of `expression` over the module's variables (`values` plus the required ones)
+    and locals, evaluated by terraform console."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _workspace(Path(tmp), values)
+        out = _run(["console", "-no-color"], Path(tmp), f"jsonencode({expression})\n")
+    return json.loads(json.loads(out.strip().splitlines()[-1]))
+
+
+def plan_after_apply(
+    stand_ins: str, before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, list[str]]:
+    """Apply `stand_ins` (terraform_data resources over the module's locals) with the variables
+    `before`, then plan with `after`: the addresses Terraform would create, destroy, update or
+    leave alone (keys "create", "delete", "update", "no-op")."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        _workspace(folder, before, stand_ins)
+        _run(["init", "-input=false", "-no-color"], folder)
+        _run(["apply", "-input=false", "-auto-approve", "-no-color"], folder)
+        (folder / "terraform.tfvars.json").write_text(json.dumps({**REQUIRED, **after}))
+        _run(["plan", "-input=false", "-no-color", "-out=switch.plan"], folder)
+        plan = json.loads(_run(["show", "-json", "switch.plan"], folder))
+    actions: dict[str, list[str]] = {}
+    for change in plan.get("resource_changes", []):
+        for action in change["change"]["actions"]:
+            actions.setdefault(action, []).append(change["address"])
+    return {k: sorted(v) for k, v in actions.items()}

@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import json
 import re
+import zoneinfo
 from pathlib import Path
 
 import pytest
 
+from shared.core.text import parse_arrows
 from shared.entrypoints.config import MAX_DISPATCH_DEADLINE_S
+from shared.services.worker_service import TaskResult
 from tests.support.terraform import (
     ENVIRONMENTS,
     MODULE,
     ROOT,
+    TERRAFORM,
+    TerraformRefused,
+    console,
     defaults,
     env_keys,
     evaluate,
     load,
     locals_,
     members,
+    plan_after_apply,
     resources,
     unquote,
     variables,
@@ -417,19 +424,34 @@ def test_the_worker_is_internal_only_and_the_loader_a_choice():
 
 
 def test_builds_wait_for_the_builders_grants_to_propagate():
-    [sleep] = resources("time_sleep").values()
+    sleep = resources("time_sleep")["builder_grants_propagated"]
     assert unquote(sleep["create_duration"]) == "${var.iam_propagation_seconds}s"
     assert defaults()["iam_propagation_seconds"] >= 60
     waited = set(sleep["depends_on"])
-    assert "${google_storage_bucket_iam_member.builder_reads_sources}" in waited
-    assert "${google_project_iam_member.builder}" in waited
+    builder_grants = {
+        f"${{google_project_iam_member.{name}}}"
+        for name, grant in resources("google_project_iam_member").items()
+        if grant["member"] == "${google_service_account.builder.member}"
+    }
+    assert len(builder_grants) == 2
+    assert builder_grants | {"${google_storage_bucket_iam_member.builder_reads_sources}"} <= waited
+    # A re-created builder account (a new unique id) is waited for again.
+    assert sleep["triggers"] == {"builder": "${google_service_account.builder.unique_id}"}
     for name in ("loader", "worker"):
         assert "${time_sleep.builder_grants_propagated}" in functions()[name]["depends_on"]
 
 
-def test_the_builder_holds_only_the_build_role_in_the_project():
-    builder = resources("google_project_iam_member")["builder"]
-    assert unquote(builder["role"]) == "roles/cloudbuild.builds.builder"
+def test_the_builder_holds_only_what_a_build_of_two_functions_needs():
+    in_project = {
+        unquote(g["role"]): g
+        for g in resources("google_project_iam_member").values()
+        if g["member"] == "${google_service_account.builder.member}"
+    }
+    # Not cloudbuild.builds.builder: that one writes every repository and bucket of the project.
+    assert set(in_project) == {"roles/logging.logWriter", "roles/storage.objectViewer"}
+    [condition] = in_project["roles/storage.objectViewer"]["condition"]
+    assert 'startsWith(\\"projects/_/buckets/gcf-v2-sources-\\")' in condition["expression"]
+    assert "condition" not in in_project["roles/logging.logWriter"]
     [images] = resources("google_artifact_registry_repository_iam_member").values()
     assert images["repository"] == "${google_artifact_registry_repository.functions.name}"
     repo = resources("google_artifact_registry_repository")["functions"]
@@ -462,23 +484,22 @@ def test_write_back_is_configured_on_the_loader_with_an_optional_second_job():
     job = resources("google_cloud_scheduler_job")["write_back"]
     assert "var.write_back_schedule" in job["count"]
     assert defaults()["write_back"] is False
-    grant = resources("google_secret_manager_secret_iam_member")["loader_dify_key"]
-    assert "var.check_inputs" in grant["count"]
+    grant = resources("google_secret_manager_secret_iam_member")["loader_workflow_keys"]
+    assert "var.check_inputs" in grant["for_each"]
 
 
-def test_one_queue_per_workflow_and_one_secret_grant_per_workflow():
+def test_one_queue_per_workflow_and_one_secret_grant_per_secret():
     queue = resources("google_cloud_tasks_queue")["rows"]
     assert queue["for_each"] == "${local.workflow_queues}"
     text = locals_()["workflow_queues"]
     assert "for name, w in var.workflows" in text
     assert "cap = w.max_concurrent_dispatches" in text
     grants = resources("google_secret_manager_secret_iam_member")
-    assert grants["worker_workflow_keys"]["for_each"] == "${local.workflow_secrets}"
+    assert grants["worker_workflow_keys"]["for_each"] == "${local.workflow_secret_ids}"
     assert grants["worker_workflow_keys"]["member"] == "${google_service_account.worker.member}"
-    assert "local.workflow_secrets" in grants["loader_workflow_keys"]["for_each"]
-    # The single key is granted only without workflows: nothing for a workflow without one.
-    assert "length(var.workflows) == 0" in grants["worker_dify_key"]["count"]
-    assert locals_()["workflow_secrets"].startswith("${toset([for name, w in var.workflows")
+    assert "local.workflow_secret_ids" in grants["loader_workflow_keys"]["for_each"]
+    # The single workflow's secret keeps its own grant while a workflow uses it.
+    assert "local.single_secret_kept" in grants["worker_dify_key"]["count"]
     for function in ("loader", "worker"):
         env = service_config(function)["environment_variables"]
         assert "local.routing_env" in env
@@ -495,3 +516,401 @@ def test_the_old_single_queue_is_moved_not_recreated():
 def test_the_dashboard_shows_each_queue():
     chart = locals_()["chart"]
     assert "resource.labels.queue_id" in json.dumps(chart)
+
+
+# -- issue #21: upgrades that keep their grants, plans that stay quiet, alerts ---------------------
+
+needs_terraform = pytest.mark.skipif(TERRAFORM is None, reason="the terraform binary is not here")
+
+SINGLE = {
+    "dify_api_endpoint": "https://api.dify.ai/v1/workflows/run",
+    "dify_api_key_secret_id": "dify-api-key",
+}
+
+
+def workflow(secret: str, cap: int = 3) -> dict[str, object]:
+    return {
+        "endpoint": "https://api.dify.ai/v1/workflows/run",
+        "api_key_secret_id": secret,
+        "max_concurrent_dispatches": cap,
+    }
+
+
+def switch_stand_ins() -> str:
+    """terraform_data stand-ins with the module's own for_each expressions for the secret grants
+    and the queues (the google resources need a provider this machine cannot download)."""
+    grants = resources("google_secret_manager_secret_iam_member")
+    queue = resources("google_cloud_tasks_queue")["rows"]
+    blocks = [
+        (
+            "worker_dify_key",
+            "count",
+            grants["worker_dify_key"]["count"],
+            "var.dify_api_key_secret_id",
+        ),
+        (
+            "loader_dify_key",
+            "count",
+            grants["loader_dify_key"]["count"],
+            "var.dify_api_key_secret_id",
+        ),
+        (
+            "worker_workflow_keys",
+            "for_each",
+            grants["worker_workflow_keys"]["for_each"],
+            "each.value",
+        ),
+        (
+            "loader_workflow_keys",
+            "for_each",
+            grants["loader_workflow_keys"]["for_each"],
+            "each.value",
+        ),
+        ("rows", "for_each", queue["for_each"], "each.value.queue"),
+    ]
+    return "\n".join(
+        f'resource "terraform_data" "{name}" {{\n  {meta} = {each[2:-1]}\n  input = {value}\n}}'
+        for name, meta, each, value in blocks
+    )
+
+
+@needs_terraform
+def test_moving_to_workflows_with_the_same_secret_leaves_its_grants_alone():
+    after = {
+        "workflows": {"main": workflow("dify-api-key"), "summary": workflow("summary-key")},
+        "workflow_column": "kind",
+        "default_workflow": "main",
+        "dify_api_key_secret_id": "dify-api-key",  # kept, as the README's upgrade says
+    }
+    plan = plan_after_apply(switch_stand_ins(), SINGLE, after)
+    kept = {"terraform_data.worker_dify_key[0]", "terraform_data.loader_dify_key[0]"}
+    assert kept <= set(plan["no-op"])
+    assert not [a for a in plan["delete"] if "key" in a]
+    # Only the new workflow's secret gets new grants.
+    assert [a for a in plan["create"] if "key" in a] == [
+        'terraform_data.loader_workflow_keys["summary-key"]',
+        'terraform_data.worker_workflow_keys["summary-key"]',
+    ]
+    # The queue is another name, so another queue: the README has the operator drain it first.
+    assert plan["delete"] == ['terraform_data.rows["default"]']
+    assert [a for a in plan["create"] if "rows" in a] == [
+        'terraform_data.rows["main"]',
+        'terraform_data.rows["summary"]',
+    ]
+
+
+@needs_terraform
+def test_dropping_the_single_secret_id_in_the_switch_would_move_the_grant():
+    # Why the README says to keep dify_api_key_secret_id: without it the same binding changes
+    # address, and an unordered destroy could strip the worker's access.
+    after = {"workflows": {"main": workflow("dify-api-key")}}
+    plan = plan_after_apply(switch_stand_ins(), SINGLE, after)
+    assert "terraform_data.worker_dify_key[0]" in plan["delete"]
+    assert 'terraform_data.worker_workflow_keys["dify-api-key"]' in plan["create"]
+
+
+@needs_terraform
+def test_a_second_workflow_adds_only_its_own_grant():
+    before = {"workflows": {"main": workflow("dify-api-key")}}
+    after = {
+        "workflows": {"main": workflow("dify-api-key"), "summary": workflow("summary-key")},
+        "workflow_column": "workflow",
+    }
+    plan = plan_after_apply(switch_stand_ins(), before, after)
+    assert "delete" not in plan
+    assert plan["create"] == [
+        'terraform_data.loader_workflow_keys["summary-key"]',
+        'terraform_data.rows["summary"]',
+        'terraform_data.worker_workflow_keys["summary-key"]',
+    ]
+
+
+@needs_terraform
+@pytest.mark.parametrize(
+    ("values", "single", "keyed"),
+    [
+        (SINGLE, True, []),
+        (
+            {"workflows": {"a": workflow("k"), "b": workflow("k")}, "workflow_column": "w"},
+            False,
+            ["k"],
+        ),
+        (
+            {
+                "workflows": {"a": workflow("k"), "b": workflow("x")},
+                "workflow_column": "w",
+                **SINGLE,
+            },
+            False,
+            ["k", "x"],  # the single secret is no workflow's any more: its grant goes
+        ),
+        (
+            {
+                "workflows": {"a": workflow("dify-api-key"), "b": workflow("k")},
+                "workflow_column": "w",
+                **SINGLE,
+            },
+            True,
+            ["k"],
+        ),
+    ],
+)
+def test_each_secret_is_granted_once(values, single, keyed):
+    assert console("local.single_secret_kept", **values) is single
+    assert console("local.workflow_secret_ids", **values) == keyed
+
+
+def test_the_deployed_zips_are_never_deleted_by_age():
+    bucket = resources("google_storage_bucket")["sources"]
+    assert "lifecycle_rule" not in bucket
+    # A code change gets a new object name, which replaces the object: the old zip goes then.
+    assert "output_md5" in resources("google_storage_bucket_object")["function"]["name"]
+
+
+def test_empty_settings_are_not_sent_to_the_functions():
+    for name in ("loader", "worker"):
+        env = service_config(name)["environment_variables"]
+        assert env.startswith("${{for k, v in merge(local.common_env")
+        assert env.endswith(': k => v if v != ""}}')
+
+
+def test_custom_roles_and_project_grants_wait_for_the_apis():
+    for kind in ("google_project_iam_custom_role", "google_project_iam_member"):
+        for name, body in resources(kind).items():
+            assert "${google_project_service.apis}" in body.get("depends_on", []), name
+    apis = {unquote(a) for a in re.findall(r'"[a-z]+\.googleapis\.com"', locals_()["apis"])}
+    assert "cloudresourcemanager.googleapis.com" in apis
+
+
+def test_environments_require_the_modules_provider_major_and_declare_time():
+    for env in sorted(p for p in ENVIRONMENTS.iterdir() if p.is_dir()):
+        providers = load(env)["terraform"][0]["required_providers"][0]
+        assert unquote(providers["google"]["version"]) == ">= 8.0, < 9.0"
+        assert unquote(providers["time"]["source"]) == "hashicorp/time"
+
+
+def test_the_single_workflows_settings_are_optional_in_the_environments():
+    for env in sorted(p for p in ENVIRONMENTS.iterdir() if p.is_dir()):
+        declared = variables(env)
+        for name in ("dify_api_endpoint", "dify_api_key_secret_id"):
+            assert "default" in declared[name], name
+            assert declared[name]["default"] is None, name
+
+
+@needs_terraform
+def test_workflows_need_no_single_endpoint_or_secret():
+    values = {"workflows": {"main": workflow("k")}}
+    assert console("var.dify_api_endpoint", **values) == ""
+    assert console("local.workflow_queues", **values)["main"]["secret"] == "k"
+
+
+# Validations no stricter than what the app and the API accept.
+
+
+def all_patterns(variable: str) -> list[str]:
+    conditions = [v["condition"] for v in variables()[variable]["validation"]]
+    found = [m for c in conditions for m in re.findall(r'regex\("((?:[^"\\]|\\.)*)"', c)]
+    return [p.encode().decode("unicode_escape") for p in found]
+
+
+def test_every_tz_database_name_passes_the_time_zone_validation():
+    names = zoneinfo.available_timezones() | {"EST5EDT", "CST6CDT", "Etc/GMT+9", "UTC"}
+    assert len(names) > 300  # the tz database is there to check against
+    [pattern] = all_patterns("time_zone")
+    assert [n for n in sorted(names) if not re.search(pattern, n)] == []
+
+
+@pytest.mark.parametrize("zone", ["", "Asia Seoul", "/UTC", "Asia/", "9Asia/Seoul"])
+def test_what_is_no_tz_name_fails_it(zone):
+    [pattern] = all_patterns("time_zone")
+    assert not re.search(pattern, zone)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "ok"),
+    [
+        ("*/10 * * * *", True),
+        ("*/10  * * * *", True),  # a double space, as cron reads it
+        (" 0 9-18 * * 1-5 ", True),
+        ("0\t9 * *\t1-5", True),
+        ("* * * *", False),
+        ("* * * * * *", False),
+        ("", False),
+    ],
+)
+def test_the_schedule_needs_five_fields_however_spaced(schedule, ok):
+    [pattern] = all_patterns("schedule")
+    assert bool(re.search(pattern, schedule)) is ok
+
+
+RESULT_COLUMNS = [
+    "",
+    "answer->Answer",
+    "answer->Answer, score->점수",
+    "answer->Answer,",  # a trailing comma
+    ", answer->Answer,,",
+    "my-key->My Header",  # hyphenated keys
+    "a-b-c->x-y",
+    "x-->y",
+    "--->y",
+    "-x->y",
+    "a->b->c",
+    "a->->",
+    "answer",
+    "->Answer",
+    "answer->",
+    "answer->  ",
+    " ->x",
+    "->->b",
+    "answer->Answer, score",
+    "   ",
+]
+
+
+@pytest.mark.parametrize("text", RESULT_COLUMNS)
+def test_result_columns_are_read_as_the_loader_reads_them(text):
+    [pattern] = all_patterns("result_columns")
+    passes = all(re.search(pattern, item) for item in text.split(","))
+    assert passes is not isinstance(parse_arrows(text), str), text
+
+
+@needs_terraform
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("time_zone", "EST5EDT"),
+        ("schedule", "*/10  * * * *"),
+        ("result_columns", "my-key->My Header, score->점수,"),
+        ("notification_channels", ["projects/my-project-1/notificationChannels/123"]),
+    ],
+)
+def test_terraform_itself_accepts_what_the_app_accepts(name, value):
+    assert console(f"var.{name}", **{name: value}) == value
+
+
+@needs_terraform
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("time_zone", "Asia Seoul"),
+        ("schedule", "* * * *"),
+        ("result_columns", "answer->Answer, score"),
+        ("max_concurrent_dispatches", 2.5),
+        ("notification_channels", ["1234567890"]),
+        ("alert_loader_failures", 0),
+        ("alert_failed_rows_per_hour", 1.5),
+        ("alert_loader_window_minutes", 2000),
+    ],
+)
+def test_terraform_refuses_what_the_app_or_the_api_would(name, value):
+    with pytest.raises(TerraformRefused, match=f"{name} must"):
+        console(f"var.{name}", **{name: value})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_concurrent_dispatches",
+        "worker_max_instances",
+        "loader_timeout_seconds",
+        "alert_failed_rows_per_hour",
+        "alert_loader_failures",
+        "alert_loader_window_minutes",
+    ],
+)
+def test_counts_the_apis_take_as_integers_must_be_whole_numbers(name):
+    conditions = " ".join(v["condition"] for v in variables()[name]["validation"])
+    assert f"floor(var.{name}) == var.{name}" in conditions
+
+
+# Alerts.
+
+
+def log_metric_filters() -> dict[str, str]:
+    metrics = resources("google_logging_metric")
+    signals = {k: unquote(v["filter"]) for k, v in locals_()["log_signals"].items()}
+    return {"row_outcomes": unquote(metrics["row_outcomes"]["filter"]), **signals}
+
+
+def test_each_alert_watches_what_the_code_logs():
+    filters = log_metric_filters()
+    code = "\n".join(
+        (ROOT / "shared/services" / f).read_text()
+        for f in ("worker_service.py", "loader_service.py")
+    )
+    watched = {
+        "queue_paused": ['"batch_paused"', '"queue_paused"'],
+        "expired_leases": ['"load_summary"', "re_enqueued"],
+        "row_outcomes": ['"row_outcome"'],
+    }
+    for metric, events in watched.items():
+        for event in events:
+            assert event.strip('"') in filters[metric], (metric, event)
+            assert event in code, event
+    # The loader counts rows whose lease passed under this reason (shared/core/planning.py).
+    assert '"expired_lease"' in (ROOT / "shared/core/planning.py").read_text()
+    assert "jsonPayload.re_enqueued.expired_lease>0" in filters["expired_leases"]
+    # The spend limit's line comes with the spend limit (issue #20): one ERROR line of this event.
+    assert 'jsonPayload.event=\\"spend_limit_reached\\"' in filters["spend_limit"]
+
+
+def test_the_alert_policies_cover_what_needs_a_person():
+    policies = resources("google_monitoring_alert_policy")
+    assert set(policies) == {"logs", "loader_failing"}
+    assert set(locals_()["log_alerts"]) == {
+        "queue_paused",
+        "failed_rows",
+        "expired_leases",
+        "spend_limit",
+    }
+    for policy in policies.values():
+        assert policy["notification_channels"] == "${var.notification_channels}"
+        assert policy["documentation"][0]["content"]
+        # No line logged (no data) is no case: incidents close rather than wait for auto_close.
+        for condition in policy["conditions"]:
+            threshold = condition["condition_threshold"][0]
+            assert (
+                unquote(threshold["evaluation_missing_data"]) == "EVALUATION_MISSING_DATA_INACTIVE"
+            )
+    assert defaults()["notification_channels"] == []  # no channel: incidents in the console only
+
+
+def test_failed_rows_alert_on_the_workers_failed_outcome_above_the_threshold():
+    alert = locals_()["log_alerts"]["failed_rows"]
+    assert TaskResult.FAILED.value == "failed"
+    assert unquote(alert["labels"]) == ' AND metric.labels.outcome=\\"failed\\"'
+    assert alert["threshold"] == "${var.alert_failed_rows_per_hour}"
+    [condition] = resources("google_monitoring_alert_policy")["logs"]["conditions"]
+    threshold = condition["condition_threshold"][0]
+    assert unquote(threshold["comparison"]) == "COMPARISON_GT"
+    assert threshold["aggregations"][0]["alignment_period"] == '"${local.alert_window_seconds}s"'
+    assert unquote(locals_()["alert_window_seconds"]) == 3600
+    assert 0 < defaults()["alert_failed_rows_per_hour"] <= 100
+
+
+def test_the_loader_alert_needs_n_errors_and_no_success_in_its_window():
+    policy = resources("google_monitoring_alert_policy")["loader_failing"]
+    assert unquote(policy["combiner"]) == "AND"
+    errors, only_errors = (c["condition_threshold"][0] for c in policy["conditions"])
+    assert 'response_code_class=\\"5xx\\"' in errors["filter"]
+    # Sums of whole answers: above N - 0.5 is at least N.
+    for n in (1, 3, 10):
+        assert evaluate(errors["threshold_value"], {"alert_loader_failures": n}) == n - 0.5
+    assert "denominator_filter" in only_errors
+    assert "5xx" not in only_errors["denominator_filter"]
+    assert only_errors["threshold_value"] > 0.99
+    windows = {
+        agg["alignment_period"]
+        for c in (errors, only_errors)
+        for agg in c["aggregations"] + c.get("denominator_aggregations", [])
+    }
+    assert windows == {'"${var.alert_loader_window_minutes * 60}s"'}
+    assert defaults()["alert_loader_failures"] == 3
+
+
+def test_alert_policies_wait_for_new_log_metrics_to_reach_monitoring():
+    sleep = resources("time_sleep")["log_metrics_available"]
+    assert "google_logging_metric.signals" in sleep["triggers"]["metrics"]
+    assert "google_logging_metric.row_outcomes" in sleep["triggers"]["metrics"]
+    depends = resources("google_monitoring_alert_policy")["logs"]["depends_on"]
+    assert depends == ["${time_sleep.log_metrics_available}"]

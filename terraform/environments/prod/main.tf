@@ -50,4 +50,8 @@ module "dify_batch_processor" {
   queue_name_suffix                   = var.queue_name_suffix
   dispatch_log_sampling               = var.dispatch_log_sampling
   iam_propagation_seconds             = var.iam_propagation_seconds
+  notification_channels               = var.notification_channels
+  alert_failed_rows_per_hour          = var.alert_failed_rows_per_hour
+  alert_loader_failures               = var.alert_loader_failures
+  alert_loader_window_minutes         = var.alert_loader_window_minutes
 }

@@ -60,12 +60,14 @@ variable "datastore_namespace" {
 
 variable "dify_api_endpoint" {
   type        = string
-  description = "Full workflow-run URL, e.g. https://api.dify.ai/v1/workflows/run."
+  description = "Full workflow-run URL, e.g. https://api.dify.ai/v1/workflows/run (not needed with workflows)."
+  default     = null
 }
 
 variable "dify_api_key_secret_id" {
   type        = string
-  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform)."
+  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform). With workflows: keep it when moving from the single workflow, so that secret keeps its grant."
+  default     = null
 }
 
 variable "dify_api_timeout_minutes" {
@@ -289,5 +291,29 @@ variable "default_workflow" {
 variable "input_columns" {
   type        = string
   description = "Sheet headers mapped to workflow variable names, e.g. 질문->question."
+  default     = null
+}
+
+variable "notification_channels" {
+  type        = list(string)
+  description = "Notification channels of the alert policies (projects/PROJECT/notificationChannels/ID); empty: incidents in the console only."
+  default     = null
+}
+
+variable "alert_failed_rows_per_hour" {
+  type        = number
+  description = "Alert when more rows than this end FAILED within an hour."
+  default     = null
+}
+
+variable "alert_loader_failures" {
+  type        = number
+  description = "Alert when the loader answers this many errors within alert_loader_window_minutes and not one success."
+  default     = null
+}
+
+variable "alert_loader_window_minutes" {
+  type        = number
+  description = "The window of alert_loader_failures, in minutes."
   default     = null
 }

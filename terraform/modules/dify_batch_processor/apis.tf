@@ -1,8 +1,11 @@
+# Service Usage (which enables the rest) must be on before the first apply, and Cloud Resource
+# Manager too (the project's IAM policy is read through it): see the README's prerequisites.
 locals {
   apis = toset([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
     "cloudtasks.googleapis.com",
     "datastore.googleapis.com",

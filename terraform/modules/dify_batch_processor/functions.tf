@@ -1,3 +1,6 @@
+# Settings left empty are not sent at all (the `if v != ""` of each environment): the code reads
+# an empty setting as unset anyway (env_ignore_empty), and an empty value the API drops on read
+# would show a diff on every plan.
 # Tasks and the scheduler call each function at its Cloud Run URL (service_config[0].uri), which
 # is also the OIDC audience Cloud Run checks.
 # The loader's timeout covers a whole run of a large sheet, up to Cloud Scheduler's 30-minute
@@ -33,7 +36,7 @@ resource "google_cloudfunctions2_function" "loader" {
     max_instance_request_concurrency = 1
     ingress_settings                 = var.loader_ingress
     service_account_email            = google_service_account.loader.email
-    environment_variables = merge(local.common_env, {
+    environment_variables = { for k, v in merge(local.common_env, {
       SPREADSHEET_ID                      = var.spreadsheet_id
       SHEET_NAME                          = var.sheet_name
       UNIQUE_ID_COLUMN                    = var.unique_id_column
@@ -53,7 +56,7 @@ resource "google_cloudfunctions2_function" "loader" {
       CHECK_INPUTS                        = tostring(var.check_inputs)
       DIFY_API_ENDPOINT                   = var.dify_api_endpoint
       DIFY_API_KEY_SECRET_ID              = var.dify_api_key_secret_id
-    }, local.routing_env)
+    }, local.routing_env) : k => v if v != "" }
   }
 
   lifecycle {
@@ -102,7 +105,7 @@ resource "google_cloudfunctions2_function" "worker" {
     max_instance_request_concurrency = var.worker_concurrency
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     service_account_email            = google_service_account.worker.email
-    environment_variables = merge(local.common_env, {
+    environment_variables = { for k, v in merge(local.common_env, {
       DIFY_API_ENDPOINT       = var.dify_api_endpoint
       DIFY_API_KEY_SECRET_ID  = var.dify_api_key_secret_id
       DIFY_RESPONSE_MODE      = var.dify_response_mode
@@ -111,7 +114,7 @@ resource "google_cloudfunctions2_function" "worker" {
       THREADS                 = tostring(var.worker_concurrency)
       TASKS_LOCATION          = var.region
       TASKS_QUEUE             = google_cloud_tasks_queue.rows[local.default_workflow].name
-    }, local.routing_env)
+    }, local.routing_env) : k => v if v != "" }
   }
 
   lifecycle {

@@ -38,12 +38,33 @@ resource "google_service_account" "builder" {
   depends_on   = [google_project_service.apis]
 }
 
-# cloudbuild.builds.builder already holds what a build needs to write logs and push images;
-# the builder also reads the sources bucket and writes to the functions' image repository.
-resource "google_project_iam_member" "builder" {
+# What a build of the two functions needs, and no more: write its logs (Cloud Logging has no finer
+# grant than the project), read the function's source, and push the image to the functions'
+# repository. The source is read from the sources bucket, or from the copy Cloud Functions keeps
+# in its own bucket (gcf-v2-sources-<project number>-<region>, created on the first deploy, so it
+# cannot be granted on by name beforehand): that project-wide read is held to those buckets by an
+# IAM condition. The predefined cloudbuild.builds.builder would also let the build write every
+# repository and bucket of the project.
+resource "google_project_iam_member" "builder_writes_logs" {
   project = var.project_id
-  role    = "roles/cloudbuild.builds.builder"
+  role    = "roles/logging.logWriter"
   member  = google_service_account.builder.member
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_project_iam_member" "builder_reads_function_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = google_service_account.builder.member
+
+  condition {
+    title       = "gcf-v2-sources only"
+    description = "The copies of the function sources that Cloud Functions keeps (gcf-v2-sources-*)."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-\")"
+  }
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_storage_bucket_iam_member" "builder_reads_sources" {
@@ -62,11 +83,17 @@ resource "google_artifact_registry_repository_iam_member" "builder_writes_images
 
 # IAM takes up to a couple of minutes to propagate: a build started right after the grants can
 # fail and leave the function failed until a second apply. The builds wait for this.
+# The triggers re-create the wait (and so wait again) when the builder account is re-created.
 resource "time_sleep" "builder_grants_propagated" {
   create_duration = "${var.iam_propagation_seconds}s"
 
+  triggers = {
+    builder = google_service_account.builder.unique_id
+  }
+
   depends_on = [
-    google_project_iam_member.builder,
+    google_project_iam_member.builder_writes_logs,
+    google_project_iam_member.builder_reads_function_sources,
     google_storage_bucket_iam_member.builder_reads_sources,
     google_artifact_registry_repository_iam_member.builder_writes_images,
   ]
@@ -77,12 +104,16 @@ resource "google_project_iam_member" "loader_datastore" {
   project = var.project_id
   role    = "roles/datastore.user"
   member  = google_service_account.loader.member
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_iam_member" "worker_datastore" {
   project = var.project_id
   role    = "roles/datastore.user"
   member  = google_service_account.worker.member
+
+  depends_on = [google_project_service.apis]
 }
 
 # The loader creates tasks in this one queue, and lists them to find rows whose task is gone.
@@ -109,14 +140,17 @@ resource "google_cloud_tasks_queue_iam_member" "loader_viewer" {
 # Pausing and resuming the queue (a wrong key or a used-up quota pauses the batch rather than
 # failing every row): the worker may only pause, the loader only resume (resume=true), each on
 # this one queue. Custom roles, since the predefined queueAdmin would also allow purging and
-# deleting the queue. A destroyed custom role's id stays blocked for 7 to 37 days; the ids
-# carry the name prefix, so a destroy/apply cycle in that window needs another prefix.
+# deleting the queue. A destroyed custom role is only soft-deleted: an apply within 7 days
+# undeletes it (the provider does), but from 7 to 37 days after the destroy its id cannot be
+# used; the ids carry the name prefix, so an apply in that window needs another prefix.
 resource "google_project_iam_custom_role" "queue_pauser" {
   project     = var.project_id
   role_id     = "${replace(var.name_prefix, "-", "_")}_queue_pauser"
   title       = "dify-batch-processor queue pauser"
   description = "Pause the rows queue when Dify fails every row alike."
   permissions = ["cloudtasks.queues.pause"]
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_project_iam_custom_role" "queue_resumer" {
@@ -125,6 +159,8 @@ resource "google_project_iam_custom_role" "queue_resumer" {
   title       = "dify-batch-processor queue resumer"
   description = "Resume the rows queue after an operator fixed the cause of a pause."
   permissions = ["cloudtasks.queues.resume"]
+
+  depends_on = [google_project_service.apis]
 }
 
 resource "google_cloud_tasks_queue_iam_member" "worker_pauses" {
@@ -154,10 +190,16 @@ resource "google_service_account_iam_member" "loader_acts_as_invoker" {
   member             = google_service_account.loader.member
 }
 
-# Each function reads its secrets (one per workflow); the values are added with gcloud, never
-# by Terraform.
+# Each function reads the Dify key secrets (the single workflow's, or one per workflow); the values
+# are added with gcloud, never by Terraform. One grant per secret. The single workflow's secret
+# (dify_api_key_secret_id) keeps its grant at the same address, worker_dify_key[0], also once
+# `workflows` replace the single workflow, as long as dify_api_key_secret_id still names it and a
+# workflow uses it: the switch then neither destroys nor re-creates it (a destroy that lands
+# after the create of the same binding elsewhere would strip the function's access). The other
+# workflows' secrets are granted keyed by the secret's id, so adding or removing a workflow
+# touches only its own secret's grant.
 resource "google_secret_manager_secret_iam_member" "worker_dify_key" {
-  count = length(var.workflows) == 0 ? 1 : 0
+  count = local.single_secret_kept ? 1 : 0
 
   project   = var.project_id
   secret_id = var.dify_api_key_secret_id
@@ -166,7 +208,7 @@ resource "google_secret_manager_secret_iam_member" "worker_dify_key" {
 }
 
 resource "google_secret_manager_secret_iam_member" "worker_workflow_keys" {
-  for_each = local.workflow_secrets
+  for_each = local.workflow_secret_ids
 
   project   = var.project_id
   secret_id = each.value
@@ -175,20 +217,20 @@ resource "google_secret_manager_secret_iam_member" "worker_workflow_keys" {
 }
 
 # The loader reads the workflows' input forms with the same keys (check_inputs).
-resource "google_secret_manager_secret_iam_member" "loader_workflow_keys" {
-  for_each = var.check_inputs ? local.workflow_secrets : toset([])
+resource "google_secret_manager_secret_iam_member" "loader_dify_key" {
+  count = var.check_inputs && local.single_secret_kept ? 1 : 0
 
   project   = var.project_id
-  secret_id = each.value
+  secret_id = var.dify_api_key_secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.loader.member
 }
 
-resource "google_secret_manager_secret_iam_member" "loader_dify_key" {
-  count = var.check_inputs && length(var.workflows) == 0 ? 1 : 0
+resource "google_secret_manager_secret_iam_member" "loader_workflow_keys" {
+  for_each = var.check_inputs ? local.workflow_secret_ids : toset([])
 
   project   = var.project_id
-  secret_id = var.dify_api_key_secret_id
+  secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.loader.member
 }

@@ -32,7 +32,12 @@ locals {
   default_workflow = length(var.workflows) == 0 ? "default" : (var.default_workflow != "" ? var.default_workflow : sort(keys(var.workflows))[0])
   default_queue    = local.workflow_queues[local.default_workflow].queue
   total_dispatches = sum([for q in values(local.workflow_queues) : q.cap])
-  workflow_secrets = toset([for name, w in var.workflows : w.api_key_secret_id])
+  # The Dify key secrets the functions read, one grant each (iam.tf): the single workflow's
+  # secret under its own grant while dify_api_key_secret_id names it and a workflow uses it,
+  # the others keyed by their id.
+  dify_secret_ids     = toset([for q in values(local.workflow_queues) : q.secret if q.secret != ""])
+  single_secret_kept  = var.dify_api_key_secret_id != "" && contains(local.dify_secret_ids, var.dify_api_key_secret_id)
+  workflow_secret_ids = setsubtract(local.dify_secret_ids, local.single_secret_kept ? [var.dify_api_key_secret_id] : [])
   workflows_env = length(var.workflows) == 0 ? "" : jsonencode({
     for name, w in var.workflows : name => {
       endpoint          = w.endpoint

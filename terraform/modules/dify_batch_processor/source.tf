@@ -19,7 +19,10 @@ locals {
   }
 }
 
-# Old source zips are only history: kept a month.
+# Holds each function's current zip only: the object is named after the zip's hash, so a code
+# change replaces it and Terraform deletes the old one. No age-based lifecycle rule: it would
+# delete the zips that are deployed (they change only with the code), after which every plan
+# would upload both again.
 resource "google_storage_bucket" "sources" {
   project                     = var.project_id
   name                        = "${var.project_id}-${var.name_prefix}-sources"
@@ -28,15 +31,6 @@ resource "google_storage_bucket" "sources" {
   public_access_prevention    = "enforced"
   force_destroy               = true
   labels                      = local.labels
-
-  lifecycle_rule {
-    condition {
-      age = 30
-    }
-    action {
-      type = "Delete"
-    }
-  }
 
   depends_on = [google_project_service.apis]
 }
@@ -65,12 +59,14 @@ resource "google_storage_bucket_object" "function" {
   source = each.value.output_path
 }
 
-# The functions' images. Each deploy leaves one; only the newest few are kept.
+# The functions' images (each deploy pushes one per function). Artifact Registry deletes a version
+# that matches a DELETE policy and no KEEP policy, in a daily run: versions older than 30 days go,
+# except the 5 newest of each image, which stay whatever their age.
 resource "google_artifact_registry_repository" "functions" {
   project       = var.project_id
   location      = var.region
   repository_id = "${var.name_prefix}-functions"
-  description   = "Images of the dify-batch-processor functions (older ones are cleaned up)."
+  description   = "Images of the dify-batch-processor functions (over 30 days old and not among the 5 newest: deleted)."
   format        = "DOCKER"
   labels        = local.labels
 

@@ -119,7 +119,7 @@ variable "dify_api_endpoint" {
 
 variable "dify_api_key_secret_id" {
   type        = string
-  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform). Empty with workflows."
+  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform). With workflows it may be empty; when moving from the single workflow to workflows, keep it: the workflow that uses the same secret then keeps the grant it had (README, Upgrading from one workflow to several)."
   default     = ""
   nullable    = false
   validation {
@@ -196,8 +196,8 @@ variable "max_concurrent_dispatches" {
   default     = 5
   nullable    = false
   validation {
-    condition     = var.max_concurrent_dispatches >= 1 && var.max_concurrent_dispatches <= 5000
-    error_message = "max_concurrent_dispatches must be between 1 and 5000 (Cloud Tasks' limit)."
+    condition     = var.max_concurrent_dispatches >= 1 && var.max_concurrent_dispatches <= 5000 && floor(var.max_concurrent_dispatches) == var.max_concurrent_dispatches
+    error_message = "max_concurrent_dispatches must be a whole number between 1 and 5000 (Cloud Tasks' limit)."
   }
 }
 
@@ -229,8 +229,8 @@ variable "worker_max_instances" {
   default     = 5
   nullable    = false
   validation {
-    condition     = var.worker_max_instances >= 1 && var.worker_max_instances <= 1000
-    error_message = "worker_max_instances must be between 1 and 1000."
+    condition     = var.worker_max_instances >= 1 && var.worker_max_instances <= 1000 && floor(var.worker_max_instances) == var.worker_max_instances
+    error_message = "worker_max_instances must be a whole number between 1 and 1000."
   }
 }
 
@@ -257,8 +257,8 @@ variable "loader_timeout_seconds" {
   default     = 1800
   nullable    = false
   validation {
-    condition     = var.loader_timeout_seconds >= 60 && var.loader_timeout_seconds <= 1800
-    error_message = "loader_timeout_seconds must be between 60 and 1800 (Cloud Scheduler's HTTP attempt deadline is at most 30 minutes)."
+    condition     = var.loader_timeout_seconds >= 60 && var.loader_timeout_seconds <= 1800 && floor(var.loader_timeout_seconds) == var.loader_timeout_seconds
+    error_message = "loader_timeout_seconds must be a whole number between 60 and 1800 (Cloud Scheduler's HTTP attempt deadline is at most 30 minutes)."
   }
 }
 
@@ -266,11 +266,13 @@ variable "loader_timeout_seconds" {
 
 variable "schedule" {
   type        = string
-  description = "Cron schedule of the loader (Cloud Scheduler syntax)."
+  description = "Cron schedule of the loader (Cloud Scheduler's unix-cron syntax: five fields)."
   default     = "*/10 * * * *"
   nullable    = false
+  # Five fields separated by any run of spaces or tabs, as cron reads them; Cloud Scheduler checks
+  # the fields themselves.
   validation {
-    condition     = length(split(" ", trimspace(var.schedule))) == 5
+    condition     = can(regex("^\\s*\\S+(\\s+\\S+){4}\\s*$", var.schedule))
     error_message = "schedule must be a five-field cron expression such as */10 * * * *."
   }
 }
@@ -280,9 +282,11 @@ variable "time_zone" {
   description = "Time zone of the schedule (tz database name)."
   default     = "Asia/Seoul"
   nullable    = false
+  # The form of every tz database name (Asia/Seoul, UTC, EST5EDT, Etc/GMT+9,
+  # America/Argentina/Buenos_Aires); Cloud Scheduler checks that the zone exists.
   validation {
-    condition     = can(regex("^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$", var.time_zone))
-    error_message = "time_zone must be a tz database name such as Asia/Seoul or UTC."
+    condition     = can(regex("^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", var.time_zone))
+    error_message = "time_zone must be a tz database name such as Asia/Seoul, UTC or EST5EDT."
   }
 }
 
@@ -437,9 +441,13 @@ variable "result_columns" {
   description = "Workflow output -> sheet header, e.g. \"answer->Answer, score->점수\" (RESULT_COLUMNS). Empty: every output key gets a column of its own name."
   default     = ""
   nullable    = false
+  # The loader's own reading (parse_arrows in shared/core/text.py): items split at commas, blank
+  # items skipped, each other item split at its first "->" into two parts that are not blank.
+  # Hyphens in the names are fine (my-key->My Header). The first alternative is a blank item; the
+  # second reads the part before the first "->" token by token so it cannot contain "->".
   validation {
-    condition     = var.result_columns == "" || alltrue([for item in split(",", var.result_columns) : can(regex("^\\s*[^-]+->.+$", item))])
-    error_message = "result_columns must look like answer->Answer, score->Score."
+    condition     = alltrue([for item in split(",", var.result_columns) : can(regex("^\\s*$|^\\s*(?:(?:[^-\\s]|-+[^->])(?:[^-]|-+[^->])*-*|-+)->.*\\S", item))])
+    error_message = "result_columns must look like answer->Answer, score->Score: each item an output key, \"->\" and a sheet header."
   }
 }
 
@@ -519,4 +527,50 @@ variable "input_columns" {
   description = "Sheet headers mapped to workflow variable names, e.g. \"질문->question, 학년->grade\" (INPUT_COLUMNS); a workflow's input_columns override it."
   default     = ""
   nullable    = false
+}
+
+# --- Alerts -------------------------------------------------------------------------------------
+
+variable "notification_channels" {
+  type        = list(string)
+  description = "Notification channels the alert policies notify, as projects/PROJECT/notificationChannels/ID (create them in the console, Monitoring > Alerting > Edit notification channels, or with gcloud). Empty: the policies still open incidents in the console, but notify nobody."
+  default     = []
+  nullable    = false
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "notification_channels must be channel names such as projects/my-project/notificationChannels/1234567890 (gcloud beta monitoring channels list shows them)."
+  }
+}
+
+variable "alert_failed_rows_per_hour" {
+  type        = number
+  description = "Alert when more rows than this end FAILED within an hour."
+  default     = 10
+  nullable    = false
+  validation {
+    condition     = var.alert_failed_rows_per_hour >= 0 && var.alert_failed_rows_per_hour <= 1000000 && floor(var.alert_failed_rows_per_hour) == var.alert_failed_rows_per_hour
+    error_message = "alert_failed_rows_per_hour must be a whole number from 0 (any FAILED row) to 1000000."
+  }
+}
+
+variable "alert_loader_failures" {
+  type        = number
+  description = "Alert when the loader answers this many errors within alert_loader_window_minutes and not one success (Cloud Scheduler retries a failed run once, so a failed scheduled run counts up to twice)."
+  default     = 3
+  nullable    = false
+  validation {
+    condition     = var.alert_loader_failures >= 1 && var.alert_loader_failures <= 100 && floor(var.alert_loader_failures) == var.alert_loader_failures
+    error_message = "alert_loader_failures must be a whole number from 1 to 100."
+  }
+}
+
+variable "alert_loader_window_minutes" {
+  type        = number
+  description = "The window of alert_loader_failures, in minutes: longer than the schedule's interval times the failures it should cover (e.g. 60 for 3 runs every 10 minutes)."
+  default     = 60
+  nullable    = false
+  validation {
+    condition     = var.alert_loader_window_minutes >= 5 && var.alert_loader_window_minutes <= 1380 && floor(var.alert_loader_window_minutes) == var.alert_loader_window_minutes
+    error_message = "alert_loader_window_minutes must be a whole number from 5 to 1380 (23 hours, within what Cloud Monitoring allows an alert's window)."
+  }
 }
