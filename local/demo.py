@@ -113,7 +113,7 @@ def _run(stack: Stack, console: Console, stamp: str, started: float, timeout: fl
         return progress(
             totals.counts,
             finished_recently=totals.finished_recently,
-            window_s=window,
+            window_s=totals.pace_seconds or window,
             total_tokens=totals.total_tokens,
             workflow_seconds=totals.workflow_seconds,
         )
