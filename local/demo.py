@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import signal
 import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
 
 import httpx
 from google.cloud import datastore
@@ -31,10 +29,6 @@ from local.sheets_standin import SAMPLE_CSV
 from local.stack import ROOT, Stack
 from shared.adapters.store import StatusReport
 from shared.core.progress import Progress, duration, progress
-
-
-def _interrupt(*_: Any) -> NoReturn:
-    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -60,7 +54,6 @@ def main() -> int:
     if not args.csv.is_file():
         print(f"no such CSV file: {args.csv}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)
     console = Console()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     stack = Stack(
@@ -71,6 +64,7 @@ def main() -> int:
         write_back=args.write_back,
         two_workflows=args.two_workflows,
     )
+    stack.handle_signals()  # Ctrl+C at any moment stops everything, without a traceback
     started = time.monotonic()
     try:
         console.rule("[bold]dify-batch-processor demo")

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -44,9 +45,10 @@ class Emulator:
     host: str
     process: subprocess.Popen[bytes] | None
 
-    def stop(self) -> None:
+    def stop(self, hurry: threading.Event | None = None) -> None:
         """Stop gcloud and the Java process it started (its whole process group), and wait
-        until every process of the group is gone: Java may outlive gcloud for a moment."""
+        until every process of the group is gone: Java may outlive gcloud for a moment.
+        `hurry` set (a second Ctrl+C): kill at once instead of waiting for a clean exit."""
         if self.process is None:
             return
         group = self.process.pid
@@ -55,7 +57,7 @@ class Emulator:
         deadline = time.monotonic() + 15
         while _group_alive(group):
             self.process.poll()  # reap gcloud itself, or it stays a zombie of the group
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (hurry is not None and hurry.is_set()):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGKILL)
                 deadline = time.monotonic() + 5
@@ -105,12 +107,18 @@ def start(
     )
     emulator = Emulator(host, process)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the emulator exited with {process.returncode}: {COMPONENT_HINT}")
-        if is_up(host):
-            return emulator
-        time.sleep(0.2)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the emulator exited with {process.returncode}: {COMPONENT_HINT}"
+                )
+            if is_up(host):
+                return emulator
+            time.sleep(0.2)
+    except BaseException:  # Ctrl+C while it starts: its Java must not outlive us
+        emulator.stop()
+        raise
     emulator.stop()
     raise RuntimeError(f"the emulator did not answer on {host} within {timeout_s:g} s")
 
