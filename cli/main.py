@@ -28,6 +28,7 @@ from typing import Any
 
 import click
 from dotenv import dotenv_values
+from google.api_core import exceptions as gexc
 from google.cloud import datastore
 from rich.console import Console
 
@@ -230,6 +231,15 @@ def status(session: Session, as_json: bool, window: float, failures: int) -> Non
         }
         for f in report.latest_failures(failures)
     ]
+    try:
+        waiting = report.retrying(failures) if state.running + state.waiting else []
+    except gexc.FailedPrecondition:  # a deployment older than the `retrying` index
+        waiting = []
+        click.echo(
+            "(rows waiting for a retry are listed once `terraform apply` has created the "
+            "Datastore index `retrying`)",
+            err=True,
+        )
     retrying = [
         {
             "id": r.get("id"),
@@ -238,7 +248,7 @@ def status(session: Session, as_json: bool, window: float, failures: int) -> Non
             "attempts": r.get("attempts"),
             "error": r.get("error"),
         }
-        for r in (report.retrying(failures) if state.running + state.waiting else [])
+        for r in waiting
     ]
     queue = session.queue_state()
     if as_json:
