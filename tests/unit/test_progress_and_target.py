@@ -3,11 +3,13 @@ reads (options, shell and .env in that order)."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rich.console import Console
 
-from cli.render import plain_line, safe
+from cli.render import follow, plain_line, safe
 from cli.target import NoProject, resolve
 from shared.core.progress import duration, finite, pace_since, progress
 
@@ -105,3 +107,13 @@ def test_the_shell_wins_over_dotenv_and_an_empty_emulator_host_means_cloud():
 def test_no_project_anywhere():
     with pytest.raises(NoProject):
         target(dotenv={})
+
+
+def test_the_plain_progress_line_never_wraps_in_a_narrow_log():
+    out = io.StringIO()
+    console = Console(file=out, width=40, force_terminal=False)
+    done = progress({"SUCCESS": 1234, "FAILED": 5}, finished_recently=50, window_s=60)
+    follow(lambda: done, console, interval=0)
+    [line] = out.getvalue().splitlines()
+    assert line == plain_line(done)
+    assert len(line) > 40
