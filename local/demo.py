@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.export import write_csv
-from cli.render import failures_table, follow
+from cli.render import failures_table, follow, safe
 from local.sheets_standin import SAMPLE_CSV
 from local.stack import ROOT, Stack
 from shared.adapters.store import StatusReport
@@ -172,8 +172,10 @@ def _summary(console: Console, p: Progress, elapsed: float, report: StatusReport
         r for r in report.rows(status="SUCCESS", by_row=False) if (r.get("attempts") or 0) > 1
     ]
     for row in retried:
+        before = f" (before that: {safe(row['last_error'])})" if row.get("last_error") else ""
         console.print(
-            f"row {row.get('row_number')} ({row['id']}) succeeded after {row['attempts']} attempts"
+            f"row {safe(row.get('row_number'))} ({safe(row['id'])}) succeeded after "
+            f"{safe(row['attempts'])} attempts{before}"
         )
 
 

@@ -41,7 +41,7 @@ _ENTITY_OVERHEAD_BYTES = 16 * 1024
 COLUMNS_KIND = "dify_batch_result_columns"  # per sheet: the result headers write-back added
 RUNS_KIND = "dify_batch_loader_runs"  # per sheet: when the loader last ran
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
-UNINDEXED = ("inputs", "result", "error")
+UNINDEXED = ("inputs", "result", "error", "last_error")
 
 _RETRYABLE = (
     gexc.Aborted,
@@ -281,6 +281,7 @@ class StatusStore:
             if claim_id is None and entity.get("status") not in (Status.PENDING, Status.PROCESSING):
                 return False
             entity.update(changes, claim_id=None, lease_expires_at=None, updated_at=self._clock())
+            entity.exclude_from_indexes.update(k for k in changes if k in UNINDEXED)
             txn.put(entity)
             return True
 
