@@ -128,7 +128,12 @@ def main() -> None:
     parser.add_argument("command", choices=["start"])
     parser.add_argument("--port", type=int, default=8081)
     args = parser.parse_args()
-    emulator = start(args.port)
+    try:
+        emulator = start(args.port)
+    except KeyboardInterrupt:  # start() has stopped what it started
+        return
+    except RuntimeError as exc:
+        sys.exit(str(exc))
     print(
         f"Firestore emulator (Datastore mode) on {emulator.host}\n"
         f"export DATASTORE_EMULATOR_HOST={emulator.host}",
@@ -142,8 +147,11 @@ def main() -> None:
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        emulator.stop()
-
+        # Stopping takes a moment: another Ctrl+C (or SIGTERM) kills instead of waiting.
+        hurry = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: hurry.set())
+        signal.signal(signal.SIGTERM, lambda *_: hurry.set())
+        emulator.stop(hurry)
 
 if __name__ == "__main__":
     main()
