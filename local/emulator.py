@@ -153,5 +153,6 @@ def main() -> None:
         signal.signal(signal.SIGTERM, lambda *_: hurry.set())
         emulator.stop(hurry)
 
+
 if __name__ == "__main__":
     main()
