@@ -5,6 +5,7 @@ included, and no traceback is shown."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -122,6 +123,8 @@ def test_ctrl_c_while_the_demo_stops():
     seen: list[str] = []
     read_until(demo, lambda line: line.startswith("stopping:"), seen)
     out, _ = interrupt_and_check(demo, seen, presses=2)
+    for path in re.findall(r"results: \d+ rows written to (\S+)", out):
+        (ROOT / path).unlink()
     assert "stopping faster" in out
     assert "stopped: emulator, stand-ins, worker and loader" in out
 
