@@ -33,23 +33,23 @@ install: ## Create .venv, install the pinned dependencies and the `dify-batch` c
 $(VENV)/.installed: requirements-dev.txt pyproject.toml
 	@$(MAKE) --no-print-directory install
 
-lock: ## Re-pin requirements.txt (functions) and requirements-dev.txt from pyproject.toml
+lock: $(VENV)/.installed ## Re-pin requirements.txt (functions) and requirements-dev.txt from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -q -o requirements.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --group dev --extra cli --python-version 3.11 --generate-hashes -q -o requirements-dev.txt
 
-test: ## Run the whole test suite (starts its own Firestore emulator)
+test: $(VENV)/.installed ## Run the whole test suite (installs first if needed; starts its own emulator; ~5 min on 2 cores)
 	$(VENV)/bin/pytest
 
-test-unit: ## Run only the pure-logic unit tests (no emulator, under a second)
+test-unit: $(VENV)/.installed ## Run only the pure-logic unit tests (no emulator, under a second)
 	$(VENV)/bin/pytest tests/unit
 
-lint: ## ruff (lint + format check), mypy, and the layer rule of shared/ (import-linter)
+lint: $(VENV)/.installed ## ruff (lint + format check), mypy, and the layer rule of shared/ (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared loader worker local cli
 	$(VENV)/bin/lint-imports
 
-fmt: ## Format the Python code and the Terraform
+fmt: $(VENV)/.installed ## Format the Python code and the Terraform
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 	terraform fmt -recursive terraform
@@ -69,7 +69,7 @@ setup: ## Create .env from .env.example (kept if it exists)
 .env:
 	@cp .env.example .env && echo "created .env from .env.example"
 
-run-emulator: .env ## Start the Firestore emulator (Datastore mode) in the background on EMULATOR_PORT
+run-emulator: $(VENV)/.installed .env ## Start the Firestore emulator (Datastore mode) in the background on EMULATOR_PORT
 	@mkdir -p .run
 	@if [ -f .run/emulator.pid ] && kill -0 $$(cat .run/emulator.pid) 2>/dev/null; then \
 		echo "emulator already running (pid $$(cat .run/emulator.pid))"; exit 0; fi; \
@@ -83,27 +83,27 @@ run-emulator: .env ## Start the Firestore emulator (Datastore mode) in the backg
 stop-emulator: ## Stop the emulator started by run-emulator (and its Java process)
 	@if [ -f .run/emulator.pid ]; then kill $$(cat .run/emulator.pid) 2>/dev/null || true; rm -f .run/emulator.pid; echo "emulator stopped"; else echo "no emulator started by make"; fi
 
-run-dify-standin: ## Serve the local Dify stand-in (test/demo tool) on DIFY_STANDIN_PORT
+run-dify-standin: $(VENV)/.installed ## Serve the local Dify stand-in (test/demo tool) on DIFY_STANDIN_PORT
 	$(PY) -m local.dify_standin --port $(DIFY_STANDIN_PORT) --latency 1
 
-run-worker: .env ## Serve the worker (process_row) with functions-framework on WORKER_PORT
+run-worker: $(VENV)/.installed .env ## Serve the worker (process_row) with functions-framework on WORKER_PORT
 	@$(RUN) $(PY) -m local.describe worker --port $(WORKER_PORT)
 	$(RUN) $(VENV)/bin/functions-framework --source worker/main.py --target process_row --port $(WORKER_PORT)
 
-test-worker: .env ## Create a sample PENDING row, send it to the local worker, print the outcome
+test-worker: $(VENV)/.installed .env ## Create a sample PENDING row, send it to the local worker, print the outcome
 	$(RUN) $(PY) -m local.send_task --worker-url http://127.0.0.1:$(WORKER_PORT)
 
-run-loader: .env ## Serve the loader (load_sheet) on LOADER_PORT; starts the Sheets/Tasks stand-ins .env points at
+run-loader: $(VENV)/.installed .env ## Serve the loader (load_sheet) on LOADER_PORT; starts the Sheets/Tasks stand-ins .env points at
 	@$(RUN) $(PY) -m local.describe loader --port $(LOADER_PORT)
 	$(RUN) $(PY) -m local.run_loader --port $(LOADER_PORT)
 
-test-loader: .env ## Trigger the local loader, print its summary, follow the rows' statuses
+test-loader: $(VENV)/.installed .env ## Trigger the local loader, print its summary, follow the rows' statuses
 	$(RUN) $(PY) -m local.trigger_loader --loader-url http://127.0.0.1:$(LOADER_PORT) $(OPTIONS)
 
-run-sheets-standin: ## Serve the Sheets API stand-in with the sample sheet on SHEETS_STANDIN_PORT
+run-sheets-standin: $(VENV)/.installed ## Serve the Sheets API stand-in with the sample sheet on SHEETS_STANDIN_PORT
 	$(PY) -m local.sheets_standin --port $(SHEETS_STANDIN_PORT)
 
-run-tasks-standin: ## Serve the Cloud Tasks stand-in (dispatching to WORKER_URL) on TASKS_STANDIN_PORT
+run-tasks-standin: $(VENV)/.installed ## Serve the Cloud Tasks stand-in (dispatching to WORKER_URL) on TASKS_STANDIN_PORT
 	$(PY) -m local.cloud_tasks_standin --port $(TASKS_STANDIN_PORT) --dispatch
 
 bench: $(VENV)/.installed ## Run every benchmark (about half an hour); writes bench/results.md
@@ -112,7 +112,7 @@ bench: $(VENV)/.installed ## Run every benchmark (about half an hour); writes be
 tf-fmt: ## Check Terraform formatting
 	terraform fmt -check -recursive terraform
 
-tf-check: ## Check the Terraform offline against the google provider schema (tfcheck.py)
+tf-check: $(VENV)/.installed ## Check the Terraform offline against the google provider schema (tfcheck.py)
 	@if [ -f ../shared/tools/tfcheck.py ]; then $(PY) ../shared/tools/tfcheck.py terraform; \
 	else echo "tf-check: needs the offline schema checker ../shared/tools/tfcheck.py, which ships beside the team's checkout, not in a plain clone."; \
 	echo "  Without it: 'make tf-fmt' checks the formatting, and 'make tf-validate' (or terraform init && terraform validate in terraform/environments/dev) checks the rest where the Terraform registry is reachable."; exit 1; fi

@@ -1,165 +1,202 @@
 """`dify-batch`: the operator's command line.
 
 \b
-    dify-batch status [--json]        counts, pace, time left, usage, latest failures, queue
+    dify-batch status [--json]        counts, pace, time left, usage, failures, retries, queue
     dify-batch watch                  a live progress bar until nothing waits or runs
     dify-batch export [--format csv]  every row, streamed page by page
 
-Works against the emulator (DATASTORE_EMULATOR_HOST) and real Datastore (Application Default
-Credentials: `gcloud auth application-default login`). Settings come from the options, the
-environment, or a .env file in the current folder.
+\b
+Talks to real Datastore (Application Default Credentials: `gcloud auth application-default
+login`) or to the local emulator; its first line (on stderr) says which. Settings come from
+the options, then the environment, then a .env file in the current folder; .env (the local
+stack's) is not used with --cloud or with a --project other than its own.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
-from dataclasses import dataclass
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
-from dotenv import load_dotenv
-from google.cloud import datastore
+from google.api_core import exceptions as gexc
 from rich.console import Console
 
 from cli.export import write_csv, write_jsonl
-from cli.render import failures_table, follow, status_table
+from cli.render import failures_table, follow, retrying_table, safe, status_table
+from cli.session import Commands, Session, pass_session
 from shared.adapters.store import StatusReport
 from shared.core.model import Status
 from shared.core.progress import Progress, progress
-from shared.entrypoints.config import queue_path
 
 STATUSES = [s.value for s in Status]
 
 
-@dataclass
-class Context:
-    project: str
-    namespace: str | None
-    queue: str | None
-    location: str | None
-    window_s: float = 300.0
-
-    def report(self) -> StatusReport:
-        _check_emulator()
-        client = datastore.Client(project=self.project, namespace=self.namespace)
-        return StatusReport(client=client)
-
-    def progress(self, report: StatusReport) -> Progress:
-        totals = report.totals(window=timedelta(seconds=self.window_s))
-        return progress(
-            totals.counts,
-            finished_recently=totals.finished_recently,
-            window_s=self.window_s,
-            total_tokens=totals.total_tokens,
-            workflow_seconds=totals.workflow_seconds,
-        )
-
-    def queue_state(self) -> dict[str, Any] | None:
-        if not (self.queue and self.location):
-            return None
-        from shared.adapters.queue_control import QueueControl
-        from shared.entrypoints.wiring import tasks_client
-
-        control = QueueControl(
-            client=tasks_client(os.environ.get("CLOUD_TASKS_EMULATOR_HOST") or None),
-            datastore_client=datastore.Client(project=self.project, namespace=self.namespace),
-            queue_path=queue_path(self.project, self.location, self.queue),
-        )
-        return control.state().to_dict()
+def measure(report: StatusReport, window_s: float) -> Progress:
+    totals = report.totals(window=timedelta(seconds=window_s))
+    return progress(
+        totals.counts,
+        finished_recently=totals.finished_recently,
+        window_s=totals.pace_seconds or window_s,
+        total_tokens=totals.total_tokens,
+        workflow_seconds=totals.workflow_seconds,
+    )
 
 
-def _check_emulator() -> None:
-    """With the emulator configured, fail in seconds with advice rather than hang."""
-    host = os.environ.get("DATASTORE_EMULATOR_HOST")
-    if not host:
-        return
-    name, _, port = host.rpartition(":")
-    with socket.socket() as probe:
-        probe.settimeout(2)
-        if probe.connect_ex((name or "127.0.0.1", int(port or 8081))) != 0:
-            raise click.ClickException(
-                f"no Datastore emulator answers at {host} (DATASTORE_EMULATOR_HOST): start it "
-                "with `make run-emulator` (or `make run-local`), or unset the variable to use "
-                "real Datastore"
-            )
+def _row_number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-@click.group(help=__doc__)
-@click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", required=True, help="GCP project id.")
+@click.group(cls=Commands, help=__doc__)
+@click.option("--project", default=None, help="GCP project id (default: GOOGLE_CLOUD_PROJECT).")
+@click.option("--namespace", default=None, help="Datastore namespace (default: none).")
 @click.option(
-    "--namespace", envvar="DATASTORE_NAMESPACE", default=None, help="Datastore namespace."
+    "--emulator/--cloud",
+    "emulator",
+    default=None,
+    help="Read the local emulator (DATASTORE_EMULATOR_HOST, else 127.0.0.1:8081), or real "
+    "Datastore. Default: the emulator only if the environment or .env names one.",
 )
-@click.option("--queue", envvar="TASKS_QUEUE", default=None, help="Cloud Tasks queue id.")
-@click.option("--location", envvar="TASKS_LOCATION", default=None, help="The queue's region.")
+@click.option("--queue", default=None, help="Cloud Tasks queue id (default: TASKS_QUEUE).")
+@click.option("--location", default=None, help="The queue's region (default: TASKS_LOCATION).")
 @click.pass_context
 def cli(
-    ctx: click.Context, project: str, namespace: str | None, queue: str | None, location: str | None
+    ctx: click.Context,
+    project: str | None,
+    namespace: str | None,
+    emulator: bool | None,
+    queue: str | None,
+    location: str | None,
 ) -> None:
-    ctx.obj = Context(project, namespace or None, queue or None, location or None)
+    mode = None if emulator is None else ("emulator" if emulator else "cloud")
+    ctx.obj = Session(
+        project=project or None,
+        namespace=namespace or None,
+        mode=mode,
+        queue=queue or None,
+        location=location or None,
+    )
 
 
-@cli.command(help="Counts by status, pace and time left, usage, latest failures, queue state.")
+@cli.command(help="Counts by status, pace and time left, usage, failures, retries, queue state.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 @click.option("--window", default=5.0, show_default=True, help="Minutes the pace is measured over.")
 @click.option("--failures", default=5, show_default=True, help="How many latest failures to list.")
-@click.pass_obj
-def status(ctx: Context, as_json: bool, window: float, failures: int) -> None:
-    ctx.window_s = window * 60
-    report = ctx.report()
-    state = ctx.progress(report)
+@pass_session
+def status(session: Session, as_json: bool, window: float, failures: int) -> None:
+    report = session.report()
+    state = measure(report, window * 60)
     failed = [
         {
-            "id": f["id"],
-            "row_number": f.get("row_number"),
+            "id": f.get("id"),
+            "row_number": _row_number(f.get("row_number")),
             "workflow": f.get("workflow"),
             "error": f.get("error"),
         }
         for f in report.latest_failures(failures)
     ]
-    queue = ctx.queue_state()
+    try:
+        waiting = report.retrying(failures) if state.running + state.waiting else []
+    except gexc.FailedPrecondition:  # a deployment older than the `retrying` index
+        waiting = []
+        click.echo(
+            "(rows waiting for a retry are listed once `terraform apply` has created the "
+            "Datastore index `retrying`)",
+            err=True,
+        )
+    retrying = [
+        {
+            "id": r.get("id"),
+            "row_number": _row_number(r.get("row_number")),
+            "status": r.get("status"),
+            "attempts": r.get("attempts"),
+            "error": r.get("error"),
+        }
+        for r in waiting
+    ]
+    queue = session.queue_state()
     if as_json:
         click.echo(
             json.dumps(
-                {**state.to_dict(), "latest_failures": failed, "queue": queue},
+                {
+                    **state.to_dict(),
+                    "latest_failures": failed,
+                    "retrying": retrying,
+                    "queue": queue,
+                },
                 ensure_ascii=False,
                 default=str,
             )
         )
-        return
-    console = Console()
-    console.print(status_table(state))
-    if failed:
-        console.print(failures_table(failed))
-    if queue is not None:
-        line = f"queue {queue['queue']}: {queue['state']}"
-        if queue["state"] == "PAUSED":
-            line += (
-                f" — {queue['paused_reason']}. Fix the cause, then run the loader with resume=true"
-            )
-        console.print(line, style="bold red" if queue["state"] == "PAUSED" else None)
+    else:
+        console = Console()
+        console.print(status_table(state))
+        if failed:
+            console.print(failures_table(failed))
+        if retrying:
+            console.print(retrying_table(retrying))
+        if queue is not None:
+            line = f"queue {safe(queue['queue'])}: {safe(queue['state'])}"
+            if queue["state"] == "PAUSED":
+                line += (
+                    f" — {safe(queue['paused_reason'])}. Fix the cause, then run the loader "
+                    "with resume=true"
+                )
+            console.print(line, style="bold red" if queue["state"] == "PAUSED" else None)
+    if state.empty:
+        raise click.ClickException(session.no_rows())
 
 
 @cli.command(help="A live progress bar until nothing is PENDING or PROCESSING.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between readings.")
-@click.pass_obj
-def watch(ctx: Context, interval: float) -> None:
-    report = ctx.report()
+@click.option(
+    "--wait-for-rows",
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the first rows to appear (a loader still starting) before giving up.",
+)
+@click.option("--window", default=5.0, show_default=True, help="Minutes the pace is measured over.")
+@pass_session
+def watch(session: Session, interval: float, wait_for_rows: float, window: float) -> None:
+    report = session.report()
     console = Console()
-    last = follow(lambda: ctx.progress(report), console, interval=interval)
+
+    def read() -> Progress:
+        session.check_reachable()  # an emulator stopped mid-watch: one line, at once
+        return measure(report, window * 60)
+
+    first = read()
+    if first.empty:
+        deadline = time.monotonic() + wait_for_rows
+        click.echo(
+            f"waiting up to {wait_for_rows:g} s for rows in {session.target.where}…", err=True
+        )
+        while first.empty and time.monotonic() < deadline:
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            first = read()
+        if first.empty:
+            raise click.ClickException(session.no_rows())
+    last = follow(read, console, interval=interval)
     console.print(status_table(last, title="Finished"))
 
 
 @cli.command(help="Every row as CSV or JSONL, streamed page by page (CSV ordered by sheet row).")
 @click.option(
-    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"], case_sensitive=False),
+    default="csv",
+    show_default=True,
 )
 @click.option(
-    "--status", "only", type=click.Choice(STATUSES), default=None, help="Only rows in it."
+    "--status",
+    "only",
+    type=click.Choice(STATUSES, case_sensitive=False),
+    default=None,
+    help="Only rows in it.",
 )
 @click.option(
     "--output",
@@ -169,9 +206,12 @@ def watch(ctx: Context, interval: float) -> None:
     help="File to write (default: standard output).",
 )
 @click.option("--page-size", default=500, show_default=True, help="Rows read per query page.")
-@click.pass_obj
-def export(ctx: Context, fmt: str, only: str | None, output: Path | None, page_size: int) -> None:
-    report = ctx.report()
+@pass_session
+def export(
+    session: Session, fmt: str, only: str | None, output: Path | None, page_size: int
+) -> None:
+    fmt, only = fmt.lower(), only.upper() if only else None
+    report = session.report()
     rows = report.rows(status=only, by_row=fmt == "csv", page_size=page_size)
     out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     try:
@@ -181,10 +221,14 @@ def export(ctx: Context, fmt: str, only: str | None, output: Path | None, page_s
             out.close()
     if output:
         click.echo(f"wrote {count:,} rows to {output}", err=True)
+    if count == 0:
+        if only:
+            click.echo(f"no {only} rows in {session.target.where}", err=True)
+        else:
+            raise click.ClickException(session.no_rows())
 
 
 def main() -> None:
-    load_dotenv(".env", override=False)  # set variables always win over .env
     cli()
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import signal
 import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
 
 import httpx
 from google.cloud import datastore
@@ -26,15 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.export import write_csv
-from cli.render import failures_table, follow
+from cli.render import failures_table, follow, safe
 from local.sheets_standin import SAMPLE_CSV
 from local.stack import ROOT, Stack
 from shared.adapters.store import StatusReport
 from shared.core.progress import Progress, duration, progress
-
-
-def _interrupt(*_: Any) -> NoReturn:
-    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -60,7 +54,6 @@ def main() -> int:
     if not args.csv.is_file():
         print(f"no such CSV file: {args.csv}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)
     console = Console()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     stack = Stack(
@@ -71,6 +64,7 @@ def main() -> int:
         write_back=args.write_back,
         two_workflows=args.two_workflows,
     )
+    stack.handle_signals()  # Ctrl+C at any moment stops everything, without a traceback
     started = time.monotonic()
     try:
         console.rule("[bold]dify-batch-processor demo")
@@ -113,7 +107,7 @@ def _run(stack: Stack, console: Console, stamp: str, started: float, timeout: fl
         return progress(
             totals.counts,
             finished_recently=totals.finished_recently,
-            window_s=window,
+            window_s=totals.pace_seconds or window,
             total_tokens=totals.total_tokens,
             workflow_seconds=totals.workflow_seconds,
         )
@@ -178,8 +172,10 @@ def _summary(console: Console, p: Progress, elapsed: float, report: StatusReport
         r for r in report.rows(status="SUCCESS", by_row=False) if (r.get("attempts") or 0) > 1
     ]
     for row in retried:
+        before = f" (before that: {safe(row['last_error'])})" if row.get("last_error") else ""
         console.print(
-            f"row {row.get('row_number')} ({row['id']}) succeeded after {row['attempts']} attempts"
+            f"row {safe(row.get('row_number'))} ({safe(row['id'])}) succeeded after "
+            f"{safe(row['attempts'])} attempts{before}"
         )
 
 

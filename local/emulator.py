@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -44,9 +45,10 @@ class Emulator:
     host: str
     process: subprocess.Popen[bytes] | None
 
-    def stop(self) -> None:
+    def stop(self, hurry: threading.Event | None = None) -> None:
         """Stop gcloud and the Java process it started (its whole process group), and wait
-        until every process of the group is gone: Java may outlive gcloud for a moment."""
+        until every process of the group is gone: Java may outlive gcloud for a moment.
+        `hurry` set (a second Ctrl+C): kill at once instead of waiting for a clean exit."""
         if self.process is None:
             return
         group = self.process.pid
@@ -55,7 +57,7 @@ class Emulator:
         deadline = time.monotonic() + 15
         while _group_alive(group):
             self.process.poll()  # reap gcloud itself, or it stays a zombie of the group
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (hurry is not None and hurry.is_set()):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGKILL)
                 deadline = time.monotonic() + 5
@@ -105,12 +107,18 @@ def start(
     )
     emulator = Emulator(host, process)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the emulator exited with {process.returncode}: {COMPONENT_HINT}")
-        if is_up(host):
-            return emulator
-        time.sleep(0.2)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the emulator exited with {process.returncode}: {COMPONENT_HINT}"
+                )
+            if is_up(host):
+                return emulator
+            time.sleep(0.2)
+    except BaseException:  # Ctrl+C while it starts: its Java must not outlive us
+        emulator.stop()
+        raise
     emulator.stop()
     raise RuntimeError(f"the emulator did not answer on {host} within {timeout_s:g} s")
 
@@ -120,7 +128,12 @@ def main() -> None:
     parser.add_argument("command", choices=["start"])
     parser.add_argument("--port", type=int, default=8081)
     args = parser.parse_args()
-    emulator = start(args.port)
+    try:
+        emulator = start(args.port)
+    except KeyboardInterrupt:  # start() has stopped what it started
+        return
+    except RuntimeError as exc:
+        sys.exit(str(exc))
     print(
         f"Firestore emulator (Datastore mode) on {emulator.host}\n"
         f"export DATASTORE_EMULATOR_HOST={emulator.host}",
@@ -134,7 +147,11 @@ def main() -> None:
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        emulator.stop()
+        # Stopping takes a moment: another Ctrl+C (or SIGTERM) kills instead of waiting.
+        hurry = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: hurry.set())
+        signal.signal(signal.SIGTERM, lambda *_: hurry.set())
+        emulator.stop(hurry)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,9 @@ Nothing is triggered: run `make test-loader` in another terminal. Edits to .env 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -29,16 +27,13 @@ def _port(value: str | None, default: int) -> int:
     return urlsplit(value).port or default
 
 
-def _interrupt(*_: Any) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--csv", type=Path, default=SAMPLE_CSV)
     parser.add_argument("--loader-port", type=int, default=8082)
+    parser.add_argument("--env-file", type=Path, default=ROOT / ".env", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    env = dotenv_values(ROOT / ".env")
+    env = dotenv_values(args.env_file)
     ports = Ports(
         emulator=_port(env.get("DATASTORE_EMULATOR_HOST"), 8081),
         worker=_port(env.get("WORKER_URL"), 8080),
@@ -61,8 +56,9 @@ def main() -> int:
         namespace=env.get("DATASTORE_NAMESPACE") or "",
         ports=ports,
         max_concurrent=limit,
+        env_file=args.env_file,
     )
-    signal.signal(signal.SIGTERM, _interrupt)
+    stack.handle_signals()  # Ctrl+C at any moment stops everything, without a traceback
     try:
         stack.start()
         print(
@@ -73,12 +69,13 @@ def main() -> int:
         )
         threading.Event().wait()
     except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
+        print("\ninterrupted", flush=True)
     except RuntimeError as exc:
         print(f"could not start: {exc}", file=sys.stderr)
         return 1
     finally:
         stack.stop()
+        print("stopped: everything run-local started", flush=True)
     return 0
 
 

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,11 +80,31 @@ class Stack:
     _emulator: emu.Emulator | None = None
     _processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _standins: list[Any] = field(default_factory=list)
+    _stopping: bool = False
+    _hurry: threading.Event = field(default_factory=threading.Event)
 
     def say(self, line: str) -> None:
         self.lines.append(line)
         if not self.quiet:
             print(line, flush=True)
+
+    # -- signals --------------------------------------------------------------------------
+
+    def handle_signals(self) -> None:
+        """Ctrl+C (SIGINT) and SIGTERM stop the program while it starts or runs (as a
+        KeyboardInterrupt, so `finally` blocks stop what was started). Once stopping, another
+        Ctrl+C only hurries the stop (kill instead of waiting): nothing is left running and no
+        traceback shows, however often it is pressed."""
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if not self._stopping:
+            self._stopping = True  # from now on, a signal only hurries the stop
+            raise KeyboardInterrupt
+        if not self._hurry.is_set():
+            self._hurry.set()
+            print("stopping faster: killing what is left…", flush=True)
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -106,9 +127,10 @@ class Stack:
         p = self.ports
         emulator_port = free(p.emulator)
         self._emulator = emu.start(emulator_port, log_path=str(self.log_dir / "emulator.log"))
+        namespace = f"namespace {self.namespace}" if self.namespace else "default namespace"
         self.say(
             f"Firestore emulator (Datastore mode): {self._emulator.host} "
-            f"(namespace {self.namespace}; it keeps no data after it stops)"
+            f"({namespace}; it keeps no data after it stops)"
         )
         worker_port, loader_port = free(p.worker), free(p.loader)
         env: dict[str, str] = {
@@ -258,23 +280,34 @@ class Stack:
 
     def stop(self) -> None:
         """Stop everything started, newest first; safe to call twice."""
+        self._stopping = True
+        if not self.quiet and (self._processes or self._standins or self._emulator):
+            print("stopping: worker, loader, stand-ins, emulator…", flush=True)
         while self._processes:
-            _name, process = self._processes.pop()
+            _name, process = self._processes[-1]
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+                self._wait(process)
+            self._processes.pop()
         while self._standins:
             with contextlib.suppress(Exception):
-                self._standins.pop().stop()
+                self._standins[-1].stop()
+            self._standins.pop()
         if self._emulator is not None:
-            self._emulator.stop()
+            self._emulator.stop(self._hurry)
             self._emulator = None
+
+    def _wait(self, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+        """Until `process` exits; killed after `timeout` s, or at once when hurried."""
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            if self._hurry.is_set() or time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return
+            time.sleep(0.05)
 
     def __enter__(self) -> Stack:
         return self.start()

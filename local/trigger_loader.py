@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx
+from google.api_core.exceptions import GoogleAPIError
 from rich.console import Console
 from rich.table import Table
 
@@ -72,9 +73,15 @@ def main() -> None:
     except BatchError as exc:
         sys.exit(f"could not read the sheet to follow its rows: {exc.describe()}")
     deadline = time.monotonic() + args.wait
+    host = os.environ["DATASTORE_EMULATOR_HOST"]
     with console.status("following the sheet's rows…") as shown:
         while True:
-            rows = store.get_many(ids)
+            # The stack stopped meanwhile: say so at once rather than retry for a minute.
+            reachable_or_exit(host, "the local stack", "make run-local")
+            try:
+                rows = store.get_many(ids)
+            except (BatchError, GoogleAPIError) as exc:
+                sys.exit(f"lost the emulator at {host} ({type(exc).__name__}): is the stack up?")
             open_rows = [r for r in rows.values() if r.status not in FINAL]
             shown.update(f"{len(ids) - len(open_rows)} of {len(ids)} rows final")
             if not open_rows or time.monotonic() > deadline:

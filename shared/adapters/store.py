@@ -25,6 +25,7 @@ from shared.core.claims import ClaimVerdict, decide_claim
 from shared.core.errors import PermanentError, TransientError
 from shared.core.model import KIND, NewRow, Status, StoredRow, Transition
 from shared.core.outcomes import clip
+from shared.core.progress import finite, pace_since
 from shared.core.write_back import Finished
 
 T = TypeVar("T")
@@ -40,7 +41,7 @@ _ENTITY_OVERHEAD_BYTES = 16 * 1024
 COLUMNS_KIND = "dify_batch_result_columns"  # per sheet: the result headers write-back added
 RUNS_KIND = "dify_batch_loader_runs"  # per sheet: when the loader last ran
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
-UNINDEXED = ("inputs", "result", "error")
+UNINDEXED = ("inputs", "result", "error", "last_error")
 
 _RETRYABLE = (
     gexc.Aborted,
@@ -280,6 +281,7 @@ class StatusStore:
             if claim_id is None and entity.get("status") not in (Status.PENDING, Status.PROCESSING):
                 return False
             entity.update(changes, claim_id=None, lease_expires_at=None, updated_at=self._clock())
+            entity.exclude_from_indexes.update(k for k in changes if k in UNINDEXED)
             txn.put(entity)
             return True
 
@@ -512,6 +514,7 @@ class Totals:
     finished_recently: int  # rows that reached SUCCESS/FAILED within the window
     total_tokens: int
     workflow_seconds: float
+    pace_seconds: float = 0.0  # what `finished_recently` was counted over
 
 
 class StatusReport:
@@ -534,14 +537,16 @@ class StatusReport:
         return {r.alias: r.value for batch in results for r in batch}
 
     def totals(self, *, window: timedelta) -> Totals:
+        """Counts by status, and the rows finished over the window, or since the loader's
+        latest run when that is more recent (a young batch's pace over its own life)."""
         counts = {
             s.value: int(self._aggregate(self._query(s.value), lambda a: a.count(alias="n"))["n"])
             for s in Status
         }
+        now = self._clock()
+        since = pace_since(now, window=window, batch_started=self.last_load())
         recent = self._client.query(kind=KIND)
-        recent.add_filter(
-            filter=datastore.query.PropertyFilter("finished_at", ">=", self._clock() - window)
-        )
+        recent.add_filter(filter=datastore.query.PropertyFilter("finished_at", ">=", since))
         finished = self._aggregate(recent, lambda a: a.count(alias="n"))["n"]
         sums = self._aggregate(
             self._client.query(kind=KIND),
@@ -550,9 +555,30 @@ class StatusReport:
         return Totals(
             counts=counts,
             finished_recently=int(finished),
-            total_tokens=int(sums.get("tokens") or 0),
-            workflow_seconds=float(sums.get("time") or 0.0),
+            total_tokens=int(finite(sums.get("tokens"))),
+            workflow_seconds=finite(sums.get("time")),
+            pace_seconds=(now - since).total_seconds(),
         )
+
+    def last_load(self) -> datetime | None:
+        """When the loader last ran, on any sheet (one small entity per sheet)."""
+        times = [
+            e.get("at")
+            for e in self._client.query(kind=RUNS_KIND).fetch(limit=100)
+            if isinstance(e.get("at"), datetime)
+        ]
+        return max(times, default=None)
+
+    def retrying(self, limit: int) -> list[dict[str, Any]]:
+        """Rows that failed at least once and wait for, or run, another attempt, most tried
+        first: their `error` is the last transient error, kept until they finish."""
+        found: list[dict[str, Any]] = []
+        for status in (Status.PROCESSING, Status.PENDING):
+            query = self._query(status.value)
+            query.add_filter(filter=datastore.query.PropertyFilter("attempts", ">", 0))
+            query.order = ["-attempts"]
+            found += [r for r in (_plain(e) for e in query.fetch(limit=limit)) if r.get("error")]
+        return found[:limit]
 
     def latest_failures(self, limit: int) -> list[dict[str, Any]]:
         query = self._query(Status.FAILED.value)

@@ -156,6 +156,8 @@ class WorkerService:
                 )
             run = workflow.run(row.inputs, deadline=claimed_at + workflow.timeout_s)
             changes = _succeeded(run, json.dumps(row.inputs, ensure_ascii=False))
+            if row.error and changes["status"] == Status.SUCCESS:
+                changes["last_error"] = row.error[:2000]  # why it took more than one attempt
         except BatchError as exc:
             return self._record_error(row_id, claim_id, attempt, exc, write_deadline, name)
         except Exception as exc:  # a bug or an unforeseen library error: bounded by MAX_ATTEMPTS

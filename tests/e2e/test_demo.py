@@ -64,7 +64,8 @@ def test_the_demo_runs_every_sample_row_to_its_end(tmp_path):
     assert re.search(r"SUCCESS\s*│\s*29", out), out
     assert re.search(r"FAILED\s*│\s*1\b", out), out
     assert "'title' is required, but its cell is empty" in out  # the failed row, explained
-    assert "succeeded after 2 attempts" in out  # the transient failure, retried
+    # The transient failure, retried, and why.
+    assert re.search(r"succeeded after 2 attempts \(before that: \S+", out), out
     [path] = re.findall(r"results: 30 rows written to (\S+)", out)
     with (ROOT / path).open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

@@ -223,6 +223,9 @@ def test_a_rows_own_transient_failure_is_charged_and_answered_500(
         assert row["lease_expires_at"] is None
         # The retry Cloud Tasks sends runs the workflow again and can succeed.
         assert deliver(url).status_code == 200
+        done = entity(ds_client)
+        assert (done["status"], done["error"]) == ("SUCCESS", None)
+        assert done["last_error"] == row["error"]  # why it needed a second attempt
     row = entity(ds_client)
     assert row["status"] == "SUCCESS"
     assert row["attempts"] == 2

@@ -14,12 +14,14 @@ resource "google_firestore_database" "default" {
 }
 
 # Composite indexes for the operator's command line (`dify-batch status` lists the latest
-# failures; `dify-batch export --status` orders one status by sheet row). Every other query
+# failures and the rows waiting for a retry; `dify-batch export --status` orders one status by
+# sheet row). Every other query
 # (counts by status, the loader's recovery of expired claims) uses the built-in indexes.
 resource "google_firestore_index" "status_queries" {
   for_each = {
     latest_failures = "finished_at"
     export_by_row   = "row_number"
+    retrying        = "attempts"
   }
 
   project     = var.project_id
@@ -34,7 +36,7 @@ resource "google_firestore_index" "status_queries" {
   }
   fields {
     field_path = each.value
-    order      = each.key == "latest_failures" ? "DESCENDING" : "ASCENDING"
+    order      = each.key == "export_by_row" ? "ASCENDING" : "DESCENDING"
   }
 
   depends_on = [google_firestore_database.default, google_project_service.apis]
