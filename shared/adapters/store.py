@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
-from google.api_core.retry import Retry, if_exception_type
+from google.api_core.retry import Retry
 from google.cloud import datastore
 
 from shared.core.claims import ClaimVerdict, decide_claim
@@ -174,7 +175,8 @@ class StatusStore:
         self._clock = clock
         self._claiming = KeyedLocks()
         self._retry = Retry(
-            predicate=if_exception_type(*_RETRYABLE),
+            # A message too large for the server fails again the same way: not retried here.
+            predicate=lambda exc: isinstance(exc, _RETRYABLE) and not _too_large(exc),
             # Contended transactions that deadlock on a lock upgrade all abort together (the
             # emulator after ~2 s); starting the jitter wide keeps them from colliding again.
             initial=0.25,
@@ -196,6 +198,8 @@ class StatusStore:
         try:
             return retry(fn)()
         except (gexc.RetryError, *_RETRYABLE) as exc:
+            if _too_large(exc):
+                raise
             raise TransientError(
                 f"Datastore stayed busy or unavailable: {type(exc).__name__}", code="datastore"
             ) from None
@@ -406,27 +410,17 @@ class StatusStore:
 
     # -- the write-back's side ----------------------------------------------------------------
 
-    def pending_writes(self, limit: int = 10_000) -> list[Finished]:
-        """Finished rows whose outcome is not in the sheet yet: an equality query on one
-        indexed property (`write_pending`), not a read of every entity."""
+    def pending_write_pages(self) -> Iterator[list[Finished]]:
+        """Finished rows whose outcome is not in the sheet yet, a page at a time (pages bounded
+        by bytes as well as count): an equality query on one indexed property
+        (`write_pending`), not a read of every entity."""
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("write_pending", "=", True))
-        found = []
-        for entity in self._retrying(lambda: list(query.fetch(limit=limit))):
-            try:
-                outputs = json.loads(entity["result"]) if entity.get("result") else None
-            except ValueError:
-                outputs = None
-            found.append(
-                Finished(
-                    row_id=str(entity.key.name),
-                    status=str(entity.get("status")),
-                    outputs=outputs if isinstance(outputs, dict) else None,
-                    error=entity.get("error"),
-                    finished_at=entity.get("finished_at"),
-                )
-            )
-        return found
+        for page in fetch_pages(query, page_size=PENDING_PAGE_ROWS, retrying=self._retrying):
+            yield [_finished(entity) for entity in page]
+
+    def pending_writes(self) -> list[Finished]:
+        return [row for page in self.pending_write_pages() for row in page]
 
     def mark_written(self, rows: Sequence[Finished]) -> None:
         """Done with these rows' outcomes, unless a row finished again meanwhile (a re-run):
@@ -491,6 +485,79 @@ class StatusStore:
             if row.lease_expires_at is not None and row.lease_expires_at <= now:
                 found.append(row)
         return found
+
+
+# A query page stays under the Firestore emulator's 4 MiB gRPC message limit (production allows
+# more): the next page's count is sized from the bytes of the rows just read, and a page the
+# server still refuses as too large is asked again at half the count.
+PAGE_BYTES = 2 * 1024 * 1024
+PENDING_PAGE_ROWS = 500
+_TOO_LARGE = ("exceeds maximum size", "larger than max", "message larger")
+
+
+def _entity_bytes(entity: datastore.Entity) -> int:
+    size = 64 + len(str(entity.key.name or ""))
+    for name, value in entity.items():
+        size += len(name) + (len(value) if isinstance(value, str | bytes) else 16)
+    return size
+
+
+def _too_large(exc: Exception) -> bool:
+    return isinstance(exc, gexc.ResourceExhausted) and any(t in str(exc) for t in _TOO_LARGE)
+
+
+def fetch_pages(
+    query: Any,
+    *,
+    page_size: int,
+    retrying: Callable[[Callable[[], Any]], Any] | None = None,
+    max_bytes: int = PAGE_BYTES,
+) -> Iterator[list[datastore.Entity]]:
+    """Every entity of `query`, a page at a time, until the query's cursor says it is done
+    (a short page is not the end: production may stop a batch early)."""
+    cursor: bytes | None = None
+    limit = page_size
+
+    def one(limit: int, cursor: bytes | None) -> tuple[list[datastore.Entity], bytes | None]:
+        pages = query.fetch(limit=limit, start_cursor=cursor)
+        page = next(pages.pages, None)
+        return (list(page) if page is not None else []), pages.next_page_token
+
+    while True:
+        try:
+            if retrying is None:
+                entities, next_cursor = one(limit, cursor)
+            else:
+                entities, next_cursor = retrying(partial(one, limit, cursor))
+        except gexc.ResourceExhausted as exc:
+            if not _too_large(exc) or limit == 1:
+                raise
+            limit = max(1, limit // 2)
+            continue
+        if entities:
+            yield entities
+            average = sum(_entity_bytes(e) for e in entities) // len(entities)
+            limit = max(1, min(page_size, max_bytes // max(1, average)))
+        if next_cursor is None or (not entities and next_cursor == cursor):
+            return
+        cursor = next_cursor
+
+
+def _finished(entity: datastore.Entity) -> Finished:
+    try:
+        outputs = json.loads(entity["result"]) if entity.get("result") else None
+    except (ValueError, TypeError):
+        outputs = None
+    error = entity.get("error")
+    if isinstance(error, bytes):
+        error = error.decode("utf-8", "replace")
+    return Finished(
+        row_id=str(entity.key.name),
+        status=str(entity.get("status")),
+        outputs=outputs if isinstance(outputs, dict) else None,
+        error=None if error is None else str(error),
+        finished_at=entity.get("finished_at"),
+    )
 
 
 def _still_as_expected(entity: datastore.Entity, t: Transition) -> bool:
@@ -562,19 +629,13 @@ class StatusReport:
     def rows(
         self, *, status: str | None = None, by_row: bool = True, page_size: int = 500
     ) -> Iterator[dict[str, Any]]:
-        """Every row, one page at a time (memory stays at a page whatever the total)."""
+        """Every row, one page at a time (memory stays at a page whatever the total; pages are
+        bounded by bytes as well as by count, see fetch_pages)."""
         query = self._query(status)
         if by_row:
             query.order = ["row_number"]
-        cursor = None
-        while True:
-            page_iter = query.fetch(limit=page_size, start_cursor=cursor)
-            page = next(page_iter.pages, None)
-            entities = list(page) if page is not None else []
-            yield from (_plain(e) for e in entities)
-            cursor = page_iter.next_page_token
-            if len(entities) < page_size or cursor is None:
-                return
+        for page in fetch_pages(query, page_size=page_size):
+            yield from (_plain(e) for e in page)
 
 
 def _plain(entity: datastore.Entity) -> dict[str, Any]:
