@@ -1,9 +1,20 @@
-"""Rows as CSV or JSONL, written as they are read (one page of rows in memory at a time)."""
+"""Rows as CSV or JSONL, written as they are read (one page of rows in memory at a time).
+
+The files are opened by people in Excel or Google Sheets, so by default a CSV:
+- neutralises cells that a spreadsheet would run as a formula (OWASP "CSV injection"): a cell
+  starting with `=`, `+`, `-`, `@`, tab or carriage return gets a leading `'`, which both
+  programs show as text (plain numbers such as `-3.5` are left as they are);
+- starts with a UTF-8 byte order mark, without which Excel reads Korean as mojibake.
+`raw=True` and `bom=False` turn either off. Values stored by hand in odd types (bytes, NaN, a
+number where text belongs) are written as text, never a crash.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import IO, Any
@@ -23,42 +34,75 @@ FIELDS = (
     "workflow_run_id",
     "workflow",
 )
+BOM = "\ufeff"
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def plain(value: Any) -> Any:
+    """A stored value as JSON-ready data: bytes as text, NaN and infinities as text, dates as
+    ISO text, anything unknown as its text."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 def _json_object(text: Any) -> Any:
+    text = plain(text)
     if not text:
         return None
+    if not isinstance(text, str):
+        return text
     try:
-        return json.loads(text)
-    except (TypeError, ValueError):
+        return plain(json.loads(text))
+    except ValueError:
         return text
 
 
 def record(row: dict[str, Any]) -> dict[str, Any]:
     """A stored row as plain, JSON-ready data."""
-    finished = row.get("finished_at")
     return {
-        "id": row.get("id"),
-        "row_number": row.get("row_number"),
-        "status": row.get("status"),
+        "id": plain(row.get("id")),
+        "row_number": plain(row.get("row_number")),
+        "status": plain(row.get("status")),
         "inputs": _json_object(row.get("inputs")),
         "outputs": _json_object(row.get("result")),
-        "error": row.get("error"),
-        "attempts": row.get("attempts"),
-        "total_tokens": row.get("total_tokens"),
-        "elapsed_time": row.get("elapsed_time"),
-        "finished_at": finished.isoformat() if isinstance(finished, datetime) else finished,
-        "workflow_run_id": row.get("workflow_run_id"),
-        "workflow": row.get("workflow"),
+        "error": plain(row.get("error")),
+        "attempts": plain(row.get("attempts")),
+        "total_tokens": plain(row.get("total_tokens")),
+        "elapsed_time": plain(row.get("elapsed_time")),
+        "finished_at": plain(row.get("finished_at")),
+        "workflow_run_id": plain(row.get("workflow_run_id")),
+        "workflow": plain(row.get("workflow")),
     }
 
 
-def _cell(value: Any) -> str:
+def safe_cell(text: str) -> str:
+    """`text` as a spreadsheet shows it as text: formula-leading cells get a leading `'`."""
+    if text.startswith(FORMULA_LEADS) and not _PLAIN_NUMBER.match(text):
+        return "'" + text
+    return text
+
+
+def cell(value: Any, *, raw: bool = False) -> str:
+    value = plain(value)
     if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+        text = ""
+    elif isinstance(value, dict | list):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = str(value)
+    return text if raw else safe_cell(text)
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
@@ -69,17 +113,28 @@ def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     return count
 
 
+def csv_writer(out: IO[str], *, bom: bool = True) -> Any:
+    if bom:
+        out.write(BOM)
+    return csv.writer(out, lineterminator="\n")
+
+
 def write_csv(
-    rows: Iterable[dict[str, Any]], out: IO[str], *, sheet_columns: Sequence[str] = ()
+    rows: Iterable[dict[str, Any]],
+    out: IO[str],
+    *,
+    sheet_columns: Sequence[str] = (),
+    raw: bool = False,
+    bom: bool = True,
 ) -> int:
     """CSV with the standard fields; with `sheet_columns`, the inputs are spread into those
-    columns first (the sheet's own header), as the demo's results file shows them."""
-    writer = csv.writer(out, lineterminator="\n")
+    columns first (the sheet's own header)."""
+    writer = csv_writer(out, bom=bom)
     if sheet_columns:
         header = [*sheet_columns, "status", "outputs", "error", "attempts", "tokens", "time_s"]
     else:
         header = list(FIELDS)
-    writer.writerow(header)
+    writer.writerow([cell(h, raw=raw) for h in header])
     count = 0
     for row in rows:
         item = record(row)
@@ -96,6 +151,6 @@ def write_csv(
             ]
         else:
             values = [item[f] for f in FIELDS]
-        writer.writerow([_cell(v) for v in values])
+        writer.writerow([cell(v, raw=raw) for v in values])
         count += 1
     return count

@@ -154,7 +154,7 @@ def watch(ctx: Context, interval: float) -> None:
     console.print(status_table(last, title="Finished"))
 
 
-@cli.command(help="Every row as CSV or JSONL, streamed page by page (CSV ordered by sheet row).")
+@cli.command(help="Every row as CSV or JSONL, streamed page by page, ordered by sheet row.")
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
 )
@@ -169,13 +169,31 @@ def watch(ctx: Context, interval: float) -> None:
     help="File to write (default: standard output).",
 )
 @click.option("--page-size", default=500, show_default=True, help="Rows read per query page.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="CSV: write cells as stored (by default a cell starting with = + - @ tab or CR gets a "
+    "leading ' so a spreadsheet shows it as text instead of running it).",
+)
+@click.option("--no-bom", is_flag=True, help="CSV: no UTF-8 byte order mark (Excel needs it).")
 @click.pass_obj
-def export(ctx: Context, fmt: str, only: str | None, output: Path | None, page_size: int) -> None:
+def export(
+    ctx: Context,
+    fmt: str,
+    only: str | None,
+    output: Path | None,
+    page_size: int,
+    raw: bool,
+    no_bom: bool,
+) -> None:
     report = ctx.report()
-    rows = report.rows(status=only, by_row=fmt == "csv", page_size=page_size)
+    rows = report.rows(status=only, by_row=True, page_size=page_size)
     out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     try:
-        count = write_csv(rows, out) if fmt == "csv" else write_jsonl(rows, out)
+        if fmt == "csv":
+            count = write_csv(rows, out, raw=raw, bom=not no_bom)
+        else:
+            count = write_jsonl(rows, out)
     finally:
         if output:
             out.close()
