@@ -120,37 +120,58 @@ def csv_writer(out: IO[str], *, bom: bool = True) -> Any:
 
 
 def write_csv(
-    rows: Iterable[dict[str, Any]],
-    out: IO[str],
-    *,
-    sheet_columns: Sequence[str] = (),
-    raw: bool = False,
-    bom: bool = True,
+    rows: Iterable[dict[str, Any]], out: IO[str], *, raw: bool = False, bom: bool = True
 ) -> int:
-    """CSV with the standard fields; with `sheet_columns`, the inputs are spread into those
-    columns first (the sheet's own header)."""
+    """The standard fields of every stored row."""
     writer = csv_writer(out, bom=bom)
-    if sheet_columns:
-        header = [*sheet_columns, "status", "outputs", "error", "attempts", "tokens", "time_s"]
-    else:
-        header = list(FIELDS)
-    writer.writerow([cell(h, raw=raw) for h in header])
+    writer.writerow(FIELDS)
     count = 0
     for row in rows:
         item = record(row)
-        if sheet_columns:
-            inputs = item["inputs"] if isinstance(item["inputs"], dict) else {}
-            values = [inputs.get(c, "") for c in sheet_columns]
-            values += [
-                item["status"],
-                item["outputs"],
-                item["error"],
-                item["attempts"],
-                item["total_tokens"],
-                item["elapsed_time"],
-            ]
+        writer.writerow([cell(item[f], raw=raw) for f in FIELDS])
+        count += 1
+    return count
+
+
+def write_sheet_csv(
+    grid: Sequence[Sequence[Any]],
+    stored: Iterable[dict[str, Any]],
+    summary: dict[str, Any],
+    out: IO[str],
+    *,
+    raw: bool = False,
+    bom: bool = True,
+) -> int:
+    """Every row of the sheet (`grid`, header first) in sheet order, with its cells as the
+    sheet holds them and its outcome: the stored row's status, or why it did not run (invalid,
+    a repeated id, blank, not selected), from the loader's `summary`."""
+    header = [str(h) for h in grid[0]] if grid else []
+    by_row = {r.get("row_number"): record(r) for r in stored}
+    invalid = {i.get("row_number"): i for i in summary.get("invalid") or []}
+    repeated = {d.get("row_number"): d for d in summary.get("duplicate_ids") or []}
+    writer = csv_writer(out, bom=bom)
+    writer.writerow(
+        [cell(h, raw=raw) for h in ["row", *header, "status", "outputs", "error", "attempts"]]
+        + ["tokens", "time_s"]
+    )
+    count = 0
+    for number, cells in enumerate(grid[1:], start=2):
+        padded = [*cells, *[""] * (len(header) - len(cells))]
+        item = by_row.get(number)
+        if item is not None:
+            outcome = [item["status"], item["outputs"], item["error"], item["attempts"]]
+            outcome += [item["total_tokens"], item["elapsed_time"]]
+        elif number in invalid:
+            outcome = ["INVALID", None, invalid[number].get("reason"), None, None, None]
+        elif number in repeated:
+            first = repeated[number].get("first_row_number")
+            reason = f"its id is also on row {first}; only that row runs"
+            outcome = ["DUPLICATE_ID", None, reason, None, None, None]
+        elif not any(str(c).strip() for c in cells):
+            outcome = ["BLANK", None, "an empty row", None, None, None]
         else:
-            values = [item[f] for f in FIELDS]
-        writer.writerow([cell(v, raw=raw) for v in values])
+            reason = "not run: left out by ROW_FILTER_COLUMN, or see the loader's summary"
+            outcome = ["NOT_RUN", None, reason, None, None, None]
+        writer.writerow([cell(v, raw=raw) for v in [number, *padded, *outcome]])
         count += 1
     return count
