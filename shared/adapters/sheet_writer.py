@@ -73,6 +73,7 @@ class WriteResult:
     not_in_sheet: list[str] = field(default_factory=list)  # id in no row now: kept pending
     ambiguous: list[str] = field(default_factory=list)  # id in several rows now: kept pending
     moved: list[str] = field(default_factory=list)  # the sheet moved during the write: again
+    displaced: list[str] = field(default_factory=list)  # ids now where a moved row was written
     refused: dict[str, str] = field(default_factory=dict)  # row id -> why the API refused it
     error: str | None = None  # why the rest was not written (retried next run)
 
@@ -168,7 +169,7 @@ class SheetWriter:
 
     # -- headers ------------------------------------------------------------------------------
 
-    def _add_headers(self, header: list[str], missing: list[str]) -> str | None:
+    def _add_headers(self, header: Sequence[str], missing: list[str]) -> str | None:
         """Append `missing` right of the header, into columns that hold nothing at all (the
         grid is widened first when it is too narrow). None, or why not."""
         first = len(header)
@@ -232,15 +233,19 @@ class SheetWriter:
 
     # -- rows ---------------------------------------------------------------------------------
 
-    def write(self, plan: WritePlan) -> WriteResult:
+    def write(self, plan: WritePlan, *, header: Sequence[str]) -> WriteResult:
         """Headers first, then rows in batches. Each batch re-reads the ids, writes each row
-        where its id is now, and checks the ids again; a row counts as written only then."""
+        where its id is now, and checks the ids again; a row counts as written only then.
+        `header` is the header as the caller last read it; headers missing from it are looked
+        for in a fresh read before any is added."""
         result = WriteResult()
         if not plan.cells:
             return result
         try:
-            header, _ = self._read_ids()
             missing = missing_headers(header, plan.headers)
+            if missing:
+                header, _ = self._read_ids()
+                missing = missing_headers(header, plan.headers)
             if missing:
                 result.error = self._add_headers(header, missing)
                 if result.error:
@@ -302,6 +307,8 @@ class SheetWriter:
                 result.written.append(row_id)
             else:
                 result.moved.append(row_id)
+                if str(now).strip():
+                    result.displaced.append(str(now).strip())
 
     def _send_isolating(
         self,

@@ -437,6 +437,20 @@ class StatusStore:
 
             self._transact(work)
 
+    def write_again(self, row_ids: Sequence[str]) -> None:
+        """Finished rows whose cells in the sheet may hold another row's result (a sort landed
+        inside a write): their own outcome is written again next run."""
+        for batch in chunked(list(dict.fromkeys(row_ids)), WRITE_BATCH):
+
+            def work(txn: datastore.Transaction, batch: Sequence[str] = batch) -> None:
+                entities = self._client.get_multi([self.key(i) for i in batch], transaction=txn)
+                for entity in entities:
+                    if entity.get("status") in (Status.SUCCESS, Status.FAILED):
+                        entity.update(write_pending=True)
+                        txn.put(entity)
+
+            self._transact(work)
+
     def result_headers(self, sheet: str) -> list[str]:
         """Headers an earlier write-back added to `sheet`: result columns, never inputs."""
         entity = self._retrying(lambda: self._client.get(self._client.key(COLUMNS_KIND, sheet)))
@@ -491,7 +505,7 @@ class StatusStore:
 # more): the next page's count is sized from the bytes of the rows just read, and a page the
 # server still refuses as too large is asked again at half the count.
 PAGE_BYTES = 2 * 1024 * 1024
-PENDING_PAGE_ROWS = 500
+PENDING_PAGE_ROWS = 1000
 _TOO_LARGE = ("exceeds maximum size", "larger than max", "message larger")
 
 

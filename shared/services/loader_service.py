@@ -343,7 +343,7 @@ class LoaderService:
             write_plan = plan_write_back(
                 header, known_result_headers=known, finished=pending, columns=columns
             )
-            result = writer.write(write_plan)
+            result = writer.write(write_plan, header=header)
             used = [*result.headers_added, *result.headers_used]
             if used:
                 self._store.remember_result_headers(self._write_back.sheet_key, used)
@@ -351,6 +351,8 @@ class LoaderService:
                 header = [*header, *(h for h in result.headers_added if h not in header)]
             written = set(result.written)
             self._store.mark_written([f for f in pending if f.row_id in written])
+            # Rows that may now show a moved row's cells get their own written again.
+            self._store.write_again([i for i in result.displaced if i not in result.moved])
             summary["rows_written"] += len(written)
             summary["headers_added"] += result.headers_added
             summary["output_keys_not_written"] |= write_plan.input_columns_skipped

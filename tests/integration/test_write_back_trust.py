@@ -241,3 +241,27 @@ def test_a_row_finished_while_filtered_out_is_written_not_just_marked(
     assert first["filtered_out"] == 1
     assert first["write_back"]["rows_written"] == 2
     assert texts(sheets) == {"a": "for a", "b": "for b"}
+
+
+def test_a_written_row_that_received_a_moved_rows_cells_is_written_again(stack, sheets, llm):
+    finish_rows(stack, sheets, llm, "a")
+    load(stack, write_back_only=True)  # `a` written and done
+    grid(sheets).append(["b", "q b"])
+    load(stack)
+    llm.script(dify.finish({"text": "for b"}))
+    run_rows(stack, "b")
+    swaps = []
+
+    def swap_once(book):  # `a` and `b` swap places between the writer's read and its write
+        if not swaps:
+            swaps.append(1)
+            rows = book["Sheet1"]
+            rows[1], rows[2] = rows[2], rows[1]
+
+    sheets.before_write = swap_once
+    first = load(stack, write_back_only=True)["write_back"]
+    assert first["moved_while_writing"] == 1
+    assert texts(sheets)["a"] == "for b"  # the race the re-check catches
+    second = load(stack, write_back_only=True)["write_back"]
+    assert second["rows_written"] == 2  # b in its new place, and a's own result again
+    assert texts(sheets) == {"a": "for a", "b": "for b"}
