@@ -38,6 +38,9 @@ MAX_REQUEST_RANGES = 1_000
 # second on average, each kind apart.
 REQUESTS_PER_SECOND = 1.0
 BURST = 8
+# Isolating refused rows costs about 2·log2(rows) requests per refused row; past this many in
+# one call, the refusal is taken as one that concerns the whole sheet (a renamed tab, say).
+ISOLATION_REQUESTS = 64
 
 
 class Pacer:
@@ -114,6 +117,7 @@ class SheetWriter:
         self._reads = Pacer(rate=rate, burst=burst, clock=clock, sleep=sleep)
         self._writes = Pacer(rate=rate, burst=burst, clock=clock, sleep=sleep)
         self._id_letter = "A"
+        self._isolation_left = ISOLATION_REQUESTS
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -241,6 +245,7 @@ class SheetWriter:
         result = WriteResult()
         if not plan.cells:
             return result
+        self._isolation_left = ISOLATION_REQUESTS
         try:
             missing = missing_headers(header, plan.headers)
             if missing:
@@ -325,8 +330,9 @@ class SheetWriter:
         refusal = self._send([r for _, ranges in groups for r in ranges])
         if refusal is None:
             return [g[0] for g in groups], None
-        if not refusal.local:
+        if not refusal.local or self._isolation_left <= 0:
             return [], _describe(refusal, "writing results")
+        self._isolation_left -= 1
         if len(groups) == 1:
             row_id = groups[0][0]
             reason = f"the Sheets API refused this row's result: {refusal.message}"

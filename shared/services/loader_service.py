@@ -344,11 +344,11 @@ class LoaderService:
                 header, known_result_headers=known, finished=pending, columns=columns
             )
             result = writer.write(write_plan, header=header)
-            used = [*result.headers_added, *result.headers_used]
-            if used:
+            used = [h for h in [*result.headers_added, *result.headers_used] if h not in known]
+            if used:  # headers it wrote under are its own from now on, never a person's
                 self._store.remember_result_headers(self._write_back.sheet_key, used)
-                known = [*known, *(h for h in used if h not in known)]
-                header = [*header, *(h for h in result.headers_added if h not in header)]
+                known = [*known, *dict.fromkeys(used)]
+            header = [*header, *(h for h in result.headers_added if h not in header)]
             written = set(result.written)
             self._store.mark_written([f for f in pending if f.row_id in written])
             # Rows that may now show a moved row's cells get their own written again.
