@@ -471,7 +471,8 @@ class StatusStore:
         query.add_filter(filter=datastore.query.PropertyFilter("finished_at", ">=", since))
         return [
             {k: e.get(k) for k in ("status", "total_tokens", "elapsed_time")}
-            for e in self._retrying(lambda: list(query.fetch()))
+            for page in fetch_pages(query, page_size=1000, retrying=self._retrying)
+            for e in page
         ]
 
     def last_run(self, sheet: str) -> datetime | None:
@@ -491,7 +492,10 @@ class StatusStore:
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("status", "=", Status.PROCESSING))
         found: list[StoredRow] = []
-        for entity in self._retrying(lambda: list(query.fetch())):
+        entities = (
+            e for page in fetch_pages(query, page_size=500, retrying=self._retrying) for e in page
+        )
+        for entity in entities:
             try:
                 row = to_stored_row(entity)
             except BadEntity:
@@ -638,7 +642,12 @@ class StatusReport:
     def latest_failures(self, limit: int) -> list[dict[str, Any]]:
         query = self._query(Status.FAILED.value)
         query.order = ["-finished_at"]
-        return [_plain(e) for e in query.fetch(limit=limit)]
+        found: list[dict[str, Any]] = []
+        for page in fetch_pages(query, page_size=limit):
+            found += [_plain(e) for e in page[: limit - len(found)]]
+            if len(found) >= limit:
+                break
+        return found
 
     def rows(
         self, *, status: str | None = None, by_row: bool = True, page_size: int = 500

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.cloud import datastore
@@ -15,6 +16,7 @@ from shared.core.model import KIND, NewRow
 from tests.integration.test_cli import csv_rows, run
 
 pytestmark = pytest.mark.emulator
+FINISHED = datetime(2026, 12, 1, tzinfo=UTC)
 FORMULAS = ['=HYPERLINK("https://evil.example","x")', "+1+cmd|' /C calc'!A0", "-2-3", "@SUM(A1)"]
 
 
@@ -84,7 +86,8 @@ def large_rows(ds_client):
             inputs=json.dumps({"q": str(i)}),
             result=json.dumps({"text": chr(0x41 + i) * 800_000}),
             write_pending=True,
-            finished_at=None,
+            finished_at=FINISHED,
+            total_tokens=1,
         )
 
 
@@ -107,3 +110,8 @@ def test_the_pending_write_query_reads_ten_rows_of_800_kb(large_rows, store):
     assert sorted(f.row_id for page in pages for f in page) == [f"big{i}" for i in range(10)]
     assert all(len(f.outputs["text"]) == 800_000 for page in pages for f in page)
     assert len(pages) > 1  # paged by bytes, not 10 rows in one message
+
+
+def test_the_loaders_run_summary_query_reads_ten_rows_of_800_kb(large_rows, store):
+    rows = store.finished_since(FINISHED - timedelta(hours=1))
+    assert sum(r["total_tokens"] for r in rows) == 10
