@@ -166,3 +166,25 @@ def test_a_good_row_is_sent_with_file_objects():
     assert reason is None
     assert [d["type"] for d in sent["docs"]] == ["document", "custom"]
     assert sent["n"] == "-2.5e3"  # Dify converts numeric strings itself
+
+
+def test_the_pacer_allows_a_burst_then_one_request_a_second():
+    from shared.adapters.sheet_writer import Pacer
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = Pacer(rate=1.0, burst=3, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        pacer.wait()
+    assert slept == [pytest.approx(1.0), pytest.approx(1.0)]  # 3 at once, then one a second
+    now[0] += 10  # idle: the burst refills, but never past its size
+    for _ in range(3):
+        pacer.wait()
+    assert len(slept) == 2
+    pacer.wait()
+    assert len(slept) == 3
