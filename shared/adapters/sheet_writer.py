@@ -180,6 +180,25 @@ class SheetWriter:
         span = column_span(first, len(missing))
         tab = self._tab_properties()
         columns = int(tab.get("gridProperties", {}).get("columnCount", 0))
+        existing = min(columns, first + len(missing)) - first  # target columns the grid has
+        if existing > 0:
+            below = self._execute(
+                self._values.get(
+                    spreadsheetId=self._spreadsheet_id,
+                    range=f"{self._tab}!{column_span(first, existing)}",
+                    majorDimension="COLUMNS",
+                ),
+                self._reads,
+            ).get("values", [])
+            for offset, cells in enumerate(below):
+                if any(str(c).strip() for c in cells):
+                    letter = column_letter(first + offset)
+                    return (
+                        f"column {letter} holds data but has no header, and the write-back "
+                        f"would put its result header(s) {', '.join(map(repr, missing))} there "
+                        f"({span}): give that column a header or clear it. No results were "
+                        "written; they wait for the next run"
+                    )
         if first + len(missing) > columns:
             self._execute(
                 self._spreadsheets.batchUpdate(
@@ -198,24 +217,6 @@ class SheetWriter:
                 ),
                 self._writes,
             )
-        else:
-            below = self._execute(
-                self._values.get(
-                    spreadsheetId=self._spreadsheet_id,
-                    range=f"{self._tab}!{span}",
-                    majorDimension="COLUMNS",
-                ),
-                self._reads,
-            ).get("values", [])
-            for offset, cells in enumerate(below):
-                if any(str(c).strip() for c in cells):
-                    letter = column_letter(first + offset)
-                    return (
-                        f"column {letter} holds data but has no header, and the write-back "
-                        f"would put its result header(s) {', '.join(map(repr, missing))} there "
-                        f"({span}): give that column a header or clear it. No results were "
-                        "written; they wait for the next run"
-                    )
         refusal = self._send(
             [{"range": f"{self._tab}!{column_letter(first)}1", "values": [list(missing)]}]
         )

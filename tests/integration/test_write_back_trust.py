@@ -169,6 +169,16 @@ def test_headers_are_never_added_over_a_column_with_data(stack, sheets, llm):
     assert summary["left_for_next_run"] == 2
 
 
+def test_a_narrow_tab_is_never_widened_over_a_column_with_data(stack, sheets, llm):
+    finish_rows(stack, sheets, llm, "a")
+    sheets.column_count["Sheet1"] = 3  # room for one more column only, and it holds a note
+    grid(sheets)[1] += ["a note"]
+    summary = load(stack, write_back_only=True)["write_back"]
+    assert "column C holds data but has no header" in summary["error"]
+    assert grid(sheets)[0] == HEADER
+    assert sheets.column_count["Sheet1"] == 3
+
+
 def test_a_tab_without_spare_columns_is_widened_for_the_result_headers(stack, sheets, llm):
     finish_rows(stack, sheets, llm, "a")
     sheets.column_count["Sheet1"] = 2  # the grid ends at column B
