@@ -510,6 +510,7 @@ class StatusStore:
 # server still refuses as too large is asked again at half the count.
 PAGE_BYTES = 2 * 1024 * 1024
 PENDING_PAGE_ROWS = 1000
+FIRST_PAGE_ROWS = 50
 _TOO_LARGE = ("exceeds maximum size", "larger than max", "message larger")
 
 
@@ -534,7 +535,7 @@ def fetch_pages(
     """Every entity of `query`, a page at a time, until the query's cursor says it is done
     (a short page is not the end: production may stop a batch early)."""
     cursor: bytes | None = None
-    limit = page_size
+    limit = min(page_size, FIRST_PAGE_ROWS)  # sizes are unknown until a page is read
 
     def one(limit: int, cursor: bytes | None) -> tuple[list[datastore.Entity], bytes | None]:
         pages = query.fetch(limit=limit, start_cursor=cursor)
