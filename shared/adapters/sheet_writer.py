@@ -33,7 +33,7 @@ from shared.core.write_back import WritePlan, cell_text, column_span, locate, mi
 
 # A request stays well under the API's recommended 2 MB payload and its range count.
 MAX_REQUEST_BYTES = 1_000_000
-MAX_REQUEST_RANGES = 1_000
+MAX_REQUEST_ROWS = 1_000  # result columns sit side by side: about one range a row
 # The usual quotas are 60 reads and 60 writes a minute per user: a burst of a few, then one a
 # second on average, each kind apart.
 REQUESTS_PER_SECOND = 1.0
@@ -270,17 +270,16 @@ class SheetWriter:
 
     def _batches(self, plan: WritePlan) -> list[list[str]]:
         batches: list[list[str]] = [[]]
-        size = ranges = 0
+        size = 0
         for row_id, cells in plan.cells.items():
             weight = len(json.dumps(cells, ensure_ascii=False, default=str).encode()) + 64
             if batches[-1] and (
-                size + weight > MAX_REQUEST_BYTES or ranges + len(cells) > MAX_REQUEST_RANGES
+                size + weight > MAX_REQUEST_BYTES or len(batches[-1]) >= MAX_REQUEST_ROWS
             ):
                 batches.append([])
-                size = ranges = 0
+                size = 0
             batches[-1].append(row_id)
             size += weight
-            ranges += len(cells)
         return batches
 
     def _write_batch(self, plan: WritePlan, ids: list[str], result: WriteResult) -> None:
