@@ -12,10 +12,11 @@ number where text belongs) are written as text, never a crash.
 from __future__ import annotations
 
 import csv
+import heapq
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any
 
@@ -103,6 +104,19 @@ def cell(value: Any, *, raw: bool = False) -> str:
     else:
         text = str(value)
     return text if raw else safe_cell(text)
+
+
+def with_rows_not_run(
+    stored: Iterable[dict[str, Any]], not_run: Iterable[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """Stored rows and the rows the loader did not store (invalid, repeated ids), merged in
+    sheet-row order; both come ordered by row number."""
+
+    def row_number(row: dict[str, Any]) -> float:
+        number = row.get("row_number")
+        return float(number) if isinstance(number, int | float) else math.inf
+
+    return heapq.merge(stored, not_run, key=row_number)
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:

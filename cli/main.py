@@ -26,7 +26,7 @@ from dotenv import load_dotenv
 from google.cloud import datastore
 from rich.console import Console
 
-from cli.export import write_csv, write_jsonl
+from cli.export import with_rows_not_run, write_csv, write_jsonl
 from cli.render import failures_table, follow, status_table
 from shared.adapters.store import StatusReport
 from shared.core.model import Status
@@ -188,6 +188,8 @@ def export(
 ) -> None:
     report = ctx.report()
     rows = report.rows(status=only, by_row=True, page_size=page_size)
+    if only is None:  # every sheet row: also those the loader did not store, with why
+        rows = with_rows_not_run(rows, report.not_run())
     out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     try:
         if fmt == "csv":

@@ -40,6 +40,10 @@ ENTITY_LIMIT_BYTES = 1_048_572
 _ENTITY_OVERHEAD_BYTES = 16 * 1024
 COLUMNS_KIND = "dify_batch_result_columns"  # per sheet: the result headers write-back added
 RUNS_KIND = "dify_batch_loader_runs"  # per sheet: when the loader last ran
+# The sheet rows the last loader run did not store (an empty or repeated id, an unroutable
+# kind...), with why, so `export` holds every sheet row. At most this many are kept.
+NOT_RUN_KIND = "dify_batch_rows_not_run"
+MAX_NOT_RUN = 10_000
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
 UNINDEXED = ("inputs", "result", "error")
 
@@ -451,6 +455,37 @@ class StatusStore:
 
             self._transact(work)
 
+    def record_not_run(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Replace the record of sheet rows the loader did not store: each a dict of
+        `row_number`, `row_id`, `status` and `reason` (the newest run's view wins)."""
+        try:
+            self._record_not_run(rows)
+        except (gexc.GoogleAPICallError, ValueError) as exc:
+            raise PermanentError(
+                f"Datastore refused the rows not run: {type(exc).__name__}", code="datastore"
+            ) from None
+
+    def _record_not_run(self, rows: Sequence[dict[str, Any]]) -> None:
+        query = self._client.query(kind=NOT_RUN_KIND)
+        query.keys_only()
+        old = [e.key for page in fetch_pages(query, page_size=1000) for e in page]
+        for keys in chunked(old, WRITE_BATCH):
+            self._retrying(lambda keys=keys: self._client.delete_multi(keys))  # type: ignore[misc]
+        entities = []
+        for row in rows[:MAX_NOT_RUN]:
+            entity = datastore.Entity(
+                self._client.key(NOT_RUN_KIND, f"{int(row['row_number']):09d}"),
+                exclude_from_indexes=("reason", "row_id"),
+            )
+            entity.update(
+                row_number=int(row["row_number"]),
+                # Cells can hold what Datastore refuses (half an emoji): stored as readable text.
+                **{k: _storable_text(row.get(k)) for k in ("row_id", "status", "reason")},
+            )
+            entities.append(entity)
+        for batch in chunked(entities, WRITE_BATCH):
+            self._retrying(lambda batch=batch: self._client.put_multi(batch))  # type: ignore[misc]
+
     def result_headers(self, sheet: str) -> list[str]:
         """Headers an earlier write-back added to `sheet`: result columns, never inputs."""
         entity = self._retrying(lambda: self._client.get(self._client.key(COLUMNS_KIND, sheet)))
@@ -562,6 +597,11 @@ def fetch_pages(
         cursor = next_cursor
 
 
+def _storable_text(value: Any, limit: int = 2000) -> str:
+    text = "" if value is None else str(value)
+    return text.encode("utf-8", "replace").decode("utf-8")[:limit]
+
+
 def _finished(entity: datastore.Entity) -> Finished:
     try:
         outputs = json.loads(entity["result"]) if entity.get("result") else None
@@ -649,6 +689,22 @@ class StatusReport:
             if len(found) >= limit:
                 break
         return found
+
+    def not_run(self) -> list[dict[str, Any]]:
+        """Sheet rows the last loader run did not store, by sheet row (keys are row numbers:
+        key order is row order, no index needed)."""
+        query = self._client.query(kind=NOT_RUN_KIND)
+        query.order = ["__key__"]
+        return [
+            {
+                "id": e.get("row_id"),
+                "row_number": e.get("row_number"),
+                "status": e.get("status"),
+                "error": e.get("reason"),
+            }
+            for page in fetch_pages(query, page_size=1000)
+            for e in page
+        ]
 
     def rows(
         self, *, status: str | None = None, by_row: bool = True, page_size: int = 500

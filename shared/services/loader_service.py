@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.adapters.logs import get_logger
 from shared.adapters.store import PartialWrite, StatusStore, utcnow
 from shared.adapters.tasks import TaskQueue
-from shared.core.errors import SheetError
+from shared.core.errors import BatchError, SheetError
 from shared.core.form_check import Variable, check_row, missing_required, unknown_columns
 from shared.core.model import NewRow, Status
 from shared.core.planning import Enqueue, LoadOptions, count_reasons, plan
@@ -175,6 +175,10 @@ class LoaderService:
                 report.error_count += 1
         if not options.dry_run:
             report.finished_since_last_run = self._finished_since_last_run(run_started)
+            try:  # so `export` holds every sheet row; the run's work is done either way
+                self._store.record_not_run(_not_run(sheet))
+            except BatchError as exc:
+                log.warning("the list of rows not run was not recorded: %s", exc.describe())
         report.queue = queue_state
         report.elapsed_s = round(self._timer() - started, 3)
         self._log(report)
@@ -430,6 +434,23 @@ class LoaderService:
         control.resume()
         log.info("resumed %s (was paused: %s)", before.queue, before.reason)
         return {**control.state().to_dict(), "resumed": True, "was": before.reason}
+
+
+def _not_run(sheet: ParsedSheet) -> list[dict[str, Any]]:
+    invalid = [
+        {"row_number": i.row_number, "row_id": i.row_id, "status": "INVALID", "reason": i.reason}
+        for i in sheet.invalid
+    ]
+    repeated = [
+        {
+            "row_number": d.row_number,
+            "row_id": d.row_id,
+            "status": "DUPLICATE_ID",
+            "reason": f"its id is also on row {d.first_row_number}; only that row runs",
+        }
+        for d in sheet.duplicates
+    ]
+    return sorted(invalid + repeated, key=lambda r: int(r["row_number"]))
 
 
 def _committed(

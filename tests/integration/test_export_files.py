@@ -13,7 +13,9 @@ import pytest
 from google.cloud import datastore
 
 from shared.core.model import KIND, NewRow
+from tests.integration import test_write_back as base
 from tests.integration.test_cli import csv_rows, run
+from tests.integration.test_write_back import load, set_rows
 
 pytestmark = pytest.mark.emulator
 FINISHED = datetime(2026, 12, 1, tzinfo=UTC)
@@ -115,3 +117,32 @@ def test_the_pending_write_query_reads_ten_rows_of_800_kb(large_rows, store):
 def test_the_loaders_run_summary_query_reads_ten_rows_of_800_kb(large_rows, store):
     rows = store.finished_since(FINISHED - timedelta(hours=1))
     assert sum(r["total_tokens"] for r in rows) == 10
+
+
+# The loader over real HTTP on a sheet with rows it cannot run (from test_write_back.py).
+sheets, llm, stack = base.sheets, base.llm, base.stack
+
+
+def test_export_holds_every_sheet_row_also_those_the_loader_did_not_store(stack, sheets, namespace):
+    set_rows(
+        sheets,
+        ["id", "question"],
+        ["a", "fine"],
+        ["", "no id"],
+        ["a", "same id again"],
+        ["b", "fine too"],
+    )
+    load(stack)
+    rows = csv_rows(run(namespace, "export").output)
+    assert [(r["row_number"], r["id"], r["status"]) for r in rows] == [
+        ("2", "a", "PENDING"),
+        ("3", "", "INVALID"),
+        ("4", "a", "DUPLICATE_ID"),
+        ("5", "b", "PENDING"),
+    ]
+    assert rows[1]["error"] == "the id cell is empty"
+    assert "also on row 2" in rows[2]["error"]
+    set_rows(sheets, ["id", "question"], ["a", "fine"], ["c", "the empty id filled in"])
+    load(stack)  # the newest run's view replaces the old one
+    lines = run(namespace, "export", "--format", "jsonl").output.splitlines()
+    assert [json.loads(x)["status"] for x in lines] == ["PENDING", "PENDING", "PENDING"]
