@@ -159,6 +159,7 @@ class LoaderService:
         if self._routing is not None:
             sheet.rows, unrouted = route(sheet.rows, self._routing)
             sheet.invalid.extend(unrouted)
+        not_run = _not_run(sheet)  # before planning adds rows whose entity is unreadable
         report = LoadReport(dry_run=options.dry_run)
         if not options.write_back_only:
             self._plan_and_enqueue(sheet, header, result_columns, options, report)
@@ -176,7 +177,7 @@ class LoaderService:
         if not options.dry_run:
             report.finished_since_last_run = self._finished_since_last_run(run_started)
             try:  # so `export` holds every sheet row; the run's work is done either way
-                self._store.record_not_run(_not_run(sheet))
+                self._store.record_not_run(not_run)
             except BatchError as exc:
                 log.warning("the list of rows not run was not recorded: %s", exc.describe())
         report.queue = queue_state
