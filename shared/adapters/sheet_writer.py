@@ -3,8 +3,9 @@
 
 Why re-read the id column before every write, rather than anchor rows with developer
 metadata: metadata would need one anchor per row, created at a position that can itself be
-stale, and the API caps a spreadsheet's metadata (30,000 characters), far below a large
-sheet's rows. Reading one column is one cheap request per batch, and the same read tells
+stale (so checked against the ids anyway), one more write per new row, and metadata storage
+per spreadsheet is limited (Google's guide gives a cap in characters, not checked here against
+the live API). Reading one column is one cheap request per batch, and the same read tells
 which ids are missing or repeated right now. The read is followed by the write within one
 round trip, and confirmed by a second read: a row whose id is no longer where it was written
 is not counted as written, so it is written again, in its new place, by the next run.
