@@ -25,7 +25,7 @@ import click
 from google.api_core import exceptions as gexc
 from rich.console import Console
 
-from cli.export import write_csv, write_jsonl
+from cli.export import with_rows_not_run, write_csv, write_jsonl
 from cli.render import failures_table, follow, retrying_table, safe, status_table
 from cli.session import Commands, Session, pass_session
 from shared.adapters.store import StatusReport
@@ -183,7 +183,7 @@ def watch(session: Session, interval: float, wait_for_rows: float, window: float
     console.print(status_table(last, title="Finished"))
 
 
-@cli.command(help="Every row as CSV or JSONL, streamed page by page (CSV ordered by sheet row).")
+@cli.command(help="Every row as CSV or JSONL, streamed page by page, ordered by sheet row.")
 @click.option(
     "--format",
     "fmt",
@@ -206,16 +206,34 @@ def watch(session: Session, interval: float, wait_for_rows: float, window: float
     help="File to write (default: standard output).",
 )
 @click.option("--page-size", default=500, show_default=True, help="Rows read per query page.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="CSV: write cells as stored (by default a cell starting with = + - @ tab or CR gets a "
+    "leading ' so a spreadsheet shows it as text instead of running it).",
+)
+@click.option("--no-bom", is_flag=True, help="CSV: no UTF-8 byte order mark (Excel needs it).")
 @pass_session
 def export(
-    session: Session, fmt: str, only: str | None, output: Path | None, page_size: int
+    session: Session,
+    fmt: str,
+    only: str | None,
+    output: Path | None,
+    page_size: int,
+    raw: bool,
+    no_bom: bool,
 ) -> None:
     fmt, only = fmt.lower(), only.upper() if only else None
     report = session.report()
-    rows = report.rows(status=only, by_row=fmt == "csv", page_size=page_size)
+    rows = report.rows(status=only, by_row=True, page_size=page_size)
+    if only is None:  # every sheet row: also those the loader did not store, with why
+        rows = with_rows_not_run(rows, report.not_run())
     out = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     try:
-        count = write_csv(rows, out) if fmt == "csv" else write_jsonl(rows, out)
+        if fmt == "csv":
+            count = write_csv(rows, out, raw=raw, bom=not no_bom)
+        else:
+            count = write_jsonl(rows, out)
     finally:
         if output:
             out.close()

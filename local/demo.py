@@ -10,7 +10,6 @@ everything it started, also on Ctrl+C or failure.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -23,9 +22,9 @@ from google.cloud import datastore
 from rich.console import Console
 from rich.table import Table
 
-from cli.export import write_csv
+from cli.export import cell, csv_writer, write_csv, write_sheet_csv
 from cli.render import failures_table, follow, safe
-from local.sheets_standin import SAMPLE_CSV
+from local.sheets_standin import SAMPLE_CSV, read_csv
 from local.stack import ROOT, Stack
 from shared.adapters.store import StatusReport
 from shared.core.progress import Progress, duration, progress
@@ -118,7 +117,11 @@ def _run(stack: Stack, console: Console, stamp: str, started: float, timeout: fl
     results = ROOT / "results" / f"demo-{stamp}.csv"
     results.parent.mkdir(exist_ok=True)
     with results.open("w", encoding="utf-8", newline="") as out:
-        count = write_csv(report.rows(by_row=True), out, sheet_columns=stack.header)
+        if stack.sheets is not None:  # every row of the sheet, also those that did not run
+            grid = read_csv(stack.csv)
+            count = write_sheet_csv(grid, report.rows(by_row=True), summary, out)
+        else:  # a real sheet (.env): the rows the loader stored
+            count = write_csv(report.rows(by_row=True), out)
     console.print(f"results: {count} rows written to {results.relative_to(ROOT)}")
     if stack.write_back:
         _write_back(stack, console, stamp)
@@ -140,9 +143,9 @@ def _write_back(stack: Stack, console: Console, stamp: str) -> None:
         return
     path = ROOT / "results" / f"demo-{stamp}-sheet.csv"
     with path.open("w", encoding="utf-8", newline="") as out:
-        csv.writer(out, lineterminator="\n").writerows(
-            stack.sheets.spreadsheets["sample"]["Sheet1"]
-        )
+        writer = csv_writer(out)  # a BOM, and formula-like cells shown as text
+        for row in stack.sheets.spreadsheets["sample"]["Sheet1"]:
+            writer.writerow([cell(v) for v in row])
     console.print(f"the sheet with its results: {path.relative_to(ROOT)}")
 
 

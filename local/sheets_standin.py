@@ -1,8 +1,12 @@
 """A local STAND-IN of the Google Sheets API v4 (tests and demos only, never deployed).
 
-Serves `spreadsheets.get` (tab titles and grid size) and `spreadsheets.values.get` the way
-the real API answers them (trailing empty cells and rows omitted), so the real
-google-api-python-client runs against it when SHEETS_API_ENDPOINT points here.
+Serves `spreadsheets.get` (tab titles, ids and grid size), `spreadsheets.batchUpdate`
+(appendDimension only), `values.get` and `values.batchGet` (rows or columns; trailing empty
+cells and rows omitted) and `values.batchUpdate` the way the real API answers them, so the real
+google-api-python-client runs against it when SHEETS_API_ENDPOINT points here. Like the real
+API, a write is all or nothing and is refused (400) for: a body that is not strict JSON (bare
+NaN or Infinity), a cell over 50,000 characters (UTF-16 code units, as Sheets counts), a range
+past the grid's rows or columns, a protected cell.
 
     python -m local.sheets_standin --port 8091 --csv local/sample_sheet.csv
 """
@@ -19,11 +23,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 Grid = list[list[str]]
 SAMPLE_CSV = Path(__file__).with_name("sample_sheet.csv")
-_A1_ROWS = re.compile(r"^(?:[A-Z]*)(\d+):(?:[A-Z]*)(\d+)$")
+# Rows (2:10), columns (C:C, F:H, C2:C), or a block (A2:C9).
+_A1_AREA = re.compile(r"^([A-Z]*)(\d*)(?::([A-Z]*)(\d*))?$")
 
 
 def _column_index(letters: str) -> int:
@@ -44,6 +49,34 @@ def _split_range(a1: str) -> tuple[str, str]:
 
 _A1_CELL = re.compile(r"^([A-Z]+)(\d+)(?::[A-Z]+\d+)?$")
 MAX_CELL_CHARS = 50_000
+PROTECTED = (
+    "You are trying to edit a protected cell or object. Please contact the spreadsheet owner "
+    "to remove protection if you need to edit."
+)
+
+
+def _utf16_len(text: str) -> int:
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"bare {name} is not JSON")
+
+
+def _area(a1: str) -> tuple[int, int, int | None, int | None] | None:
+    """A1 area -> (first row, first column, last row, last column), 1-based rows and 0-based
+    columns; None for an open end."""
+    match = _A1_AREA.match(a1)
+    if not match or not a1:
+        return None
+    c1, r1, c2, r2 = match.groups()
+    if match.group(3) is None and match.group(4) is None:
+        c2, r2 = c1, r1
+    first_row = int(r1) if r1 else 1
+    first_col = _column_index(c1) if c1 else 0
+    last_row = int(r2) if r2 else None
+    last_col = _column_index(c2) if c2 else None
+    return first_row, first_col, last_row, last_col
 
 
 def _trim(rows: Grid) -> Grid:
@@ -69,6 +102,15 @@ class SheetsStandIn:
     faults: deque[int] = field(default_factory=deque)  # HTTP statuses to answer next
     updates: list[dict[str, Any]] = field(default_factory=list)  # values:batchUpdate bodies
     write_faults: deque[int] = field(default_factory=deque)  # statuses for the next writes
+    # (tab, first row, last row, first column, last column), 1-based rows, 0-based columns.
+    protected: list[tuple[str, int, int, int, int]] = field(default_factory=list)
+    column_count: dict[str, int] = field(default_factory=dict)  # tab -> grid columns (else 26+)
+    # Called with the spreadsheet just before a values.batchUpdate is applied: a person editing
+    # the sheet between the writer's read and its write.
+    before_write: Any = None
+    # Called with each request's path before it is served (tests: a person's edit at an exact
+    # moment, e.g. on the writer's first `values:batchGet`).
+    on_request: Any = None
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,9 +127,18 @@ class SheetsStandIn:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
-                    request = json.loads(self.rfile.read(length) or b"{}")
+                    request = json.loads(
+                        self.rfile.read(length) or b"{}", parse_constant=_refuse_constant
+                    )
                 except ValueError:
-                    self.reply(*stand_in._error(400, "Invalid JSON payload received."))
+                    self.reply(
+                        *stand_in._error(400, "Invalid JSON payload received. Unexpected token.")
+                    )
+                    return
+                if urlsplit(self.path).path.endswith(":batchUpdate") and "/values" not in (
+                    self.path
+                ):
+                    self.reply(*stand_in.sheet_update(self.path, request))
                     return
                 self.reply(*stand_in.batch_update(self.path, request))
 
@@ -120,6 +171,8 @@ class SheetsStandIn:
         """`values:batchUpdate`: writes each range's values into the grid, as the API does.
         Records every request (also refused ones) in `updates`."""
         path = unquote(urlsplit(raw_path).path)
+        if self.on_request is not None:
+            self.on_request(path)
         with self._lock:
             self.requests.append(path)
             self.updates.append(request)
@@ -134,7 +187,9 @@ class SheetsStandIn:
         if request.get("valueInputOption") not in ("RAW", "USER_ENTERED"):
             return self._error(400, "Invalid valueInputOption")
         with self._lock:
-            cells = 0
+            if self.before_write is not None:
+                self.before_write(book)
+            writes: list[tuple[Grid, int, int, Any]] = []
             for item in request.get("data", []):
                 title, a1 = _split_range(str(item.get("range", "")))
                 match = _A1_CELL.match(a1)
@@ -143,21 +198,65 @@ class SheetsStandIn:
                 column, row = _column_index(match.group(1)), int(match.group(2))
                 grid = book[title]
                 for r_offset, values in enumerate(item.get("values", [])):
-                    while len(grid) < row + r_offset:
-                        grid.append([])
-                    target = grid[row + r_offset - 1]
                     for c_offset, value in enumerate(values):
-                        if len(str(value)) > MAX_CELL_CHARS:
+                        at_row, at_col = row + r_offset, column + c_offset
+                        if at_row > self._row_count(grid) or at_col >= self._columns(title, grid):
+                            return self._error(
+                                400,
+                                f"Range ({title}!{item.get('range', '').split('!')[-1]}) "
+                                f"exceeds grid limits. Max rows: {self._row_count(grid)}, "
+                                f"max columns: {self._columns(title, grid)}",
+                            )
+                        if isinstance(value, str) and _utf16_len(value) > MAX_CELL_CHARS:
                             return self._error(
                                 400,
                                 f"Your input contains more than the maximum of "
                                 f"{MAX_CELL_CHARS} characters in a single cell.",
                             )
-                        while len(target) <= column + c_offset:
-                            target.append("")
-                        target[column + c_offset] = value
-                        cells += 1
+                        if any(
+                            t == title and r1 <= at_row <= r2 and c1 <= at_col <= c2
+                            for t, r1, r2, c1, c2 in self.protected
+                        ):
+                            return self._error(400, PROTECTED)
+                        writes.append((grid, at_row, at_col, value))
+            for grid, at_row, at_col, value in writes:  # all or nothing, as the API does
+                while len(grid) < at_row:
+                    grid.append([])
+                target = grid[at_row - 1]
+                while len(target) <= at_col:
+                    target.append("")
+                target[at_col] = value
+            cells = len(writes)
         return 200, {"spreadsheetId": parts[3], "totalUpdatedCells": cells}
+
+    def _row_count(self, grid: Grid) -> int:
+        return len(grid) + self.spare_rows
+
+    def _columns(self, title: str, grid: Grid) -> int:
+        return self.column_count.get(title, max([26, *(len(r) for r in grid)]))
+
+    def sheet_update(self, raw_path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """`spreadsheets.batchUpdate`: only appendDimension (COLUMNS) is served."""
+        path = unquote(urlsplit(raw_path).path)
+        with self._lock:
+            self.requests.append(path)
+            book_id = path.split("/")[3].split(":")[0]
+            book = self.spreadsheets.get(book_id)
+            if book is None:
+                return self._error(404, "Requested entity was not found.")
+            titles = list(book)
+            for item in request.get("requests", []):
+                append = item.get("appendDimension")
+                if not append or append.get("dimension") != "COLUMNS":
+                    return self._error(400, "the stand-in serves appendDimension COLUMNS only")
+                sheet_id = int(append.get("sheetId", 0))
+                if not 0 <= sheet_id < len(titles):
+                    return self._error(400, f"No grid with id: {sheet_id}")
+                title = titles[sheet_id]
+                self.column_count[title] = self._columns(title, book[title]) + int(
+                    append.get("length", 0)
+                )
+        return 200, {"spreadsheetId": book_id, "replies": [{}]}
 
     def value_requests(self) -> list[str]:
         with self._lock:
@@ -178,6 +277,8 @@ class SheetsStandIn:
 
     def answer(self, raw_path: str) -> tuple[int, dict[str, Any]]:
         path = urlsplit(raw_path).path
+        if self.on_request is not None:
+            self.on_request(unquote(path))
         with self._lock:
             self.requests.append(unquote(path))
             if self.faults:
@@ -185,6 +286,19 @@ class SheetsStandIn:
         parts = path.split("/")  # '', 'v4', 'spreadsheets', id, ['values', range]
         if len(parts) < 4 or parts[1:3] != ["v4", "spreadsheets"]:
             return self._error(404, "unknown path")
+        query = parse_qs(urlsplit(raw_path).query)
+        major = (query.get("majorDimension") or ["ROWS"])[0]
+        if len(parts) == 5 and parts[4] == "values:batchGet":
+            book = self.spreadsheets.get(unquote(parts[3]))
+            if book is None:
+                return self._error(404, "Requested entity was not found.")
+            ranges = []
+            for a1 in query.get("ranges", []):
+                status, body = self._values(book, a1, major)
+                if status != 200:
+                    return status, body
+                ranges.append(body)
+            return 200, {"spreadsheetId": parts[3], "valueRanges": ranges}
         book = self.spreadsheets.get(unquote(parts[3]))
         if book is None:
             return self._error(404, "Requested entity was not found.")
@@ -193,31 +307,45 @@ class SheetsStandIn:
                 "sheets": [
                     {
                         "properties": {
+                            "sheetId": index,
                             "title": title,
                             "gridProperties": {
-                                "rowCount": len(rows) + self.spare_rows,
-                                "columnCount": max([26, *(len(r) for r in rows)]),
+                                "rowCount": self._row_count(rows),
+                                "columnCount": self._columns(title, rows),
                             },
                         }
                     }
-                    for title, rows in book.items()
+                    for index, (title, rows) in enumerate(book.items())
                 ]
             }
         if len(parts) != 6 or parts[4] != "values":
             return self._error(404, "unknown path")
-        a1 = unquote(parts[5])
+        with self._lock:
+            return self._values(book, unquote(parts[5]), major)
+
+    def _values(self, book: dict[str, Grid], a1: str, major: str) -> tuple[int, dict[str, Any]]:
         title, cells = _split_range(a1)
         if title not in book:
             return self._error(400, f"Unable to parse range: {a1}")
-        match = _A1_ROWS.match(cells)
-        if not match:
-            return self._error(400, f"Unable to parse range: {a1} (the stand-in reads rows)")
-        first, last = int(match.group(1)), int(match.group(2))
+        area = _area(cells)
+        if area is None:
+            return self._error(400, f"Unable to parse range: {a1}")
+        first_row, first_col, last_row, last_col = area
         rows = book[title]
-        if last > len(rows) + self.spare_rows:
+        if (last_row or 0) > self._row_count(rows) or (last_col or 0) >= self._columns(title, rows):
             return self._error(400, f"Range ({a1}) exceeds grid limits.")
-        values = _trim(rows[first - 1 : last])
-        body: dict[str, Any] = {"range": a1, "majorDimension": "ROWS"}
+        picked = [
+            [
+                str(c) if not isinstance(c, str) else c
+                for c in row[first_col : (None if last_col is None else last_col + 1)]
+            ]
+            for row in rows[first_row - 1 : last_row]
+        ]
+        if major == "COLUMNS":
+            width = max([0, *(len(r) for r in picked)])
+            picked = [[r[i] if i < len(r) else "" for r in picked] for i in range(width)]
+        values = _trim(picked)
+        body: dict[str, Any] = {"range": a1, "majorDimension": major}
         if values:
             body["values"] = values
         return 200, body

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
-from google.api_core.retry import Retry, if_exception_type
+from google.api_core.retry import Retry
 from google.cloud import datastore
 
 from shared.core.claims import ClaimVerdict, decide_claim
@@ -40,6 +41,10 @@ ENTITY_LIMIT_BYTES = 1_048_572
 _ENTITY_OVERHEAD_BYTES = 16 * 1024
 COLUMNS_KIND = "dify_batch_result_columns"  # per sheet: the result headers write-back added
 RUNS_KIND = "dify_batch_loader_runs"  # per sheet: when the loader last ran
+# The sheet rows the last loader run did not store (an empty or repeated id, an unroutable
+# kind...), with why, so `export` holds every sheet row. At most this many are kept.
+NOT_RUN_KIND = "dify_batch_rows_not_run"
+MAX_NOT_RUN = 10_000
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
 UNINDEXED = ("inputs", "result", "error", "last_error")
 
@@ -175,7 +180,8 @@ class StatusStore:
         self._clock = clock
         self._claiming = KeyedLocks()
         self._retry = Retry(
-            predicate=if_exception_type(*_RETRYABLE),
+            # A message too large for the server fails again the same way: not retried here.
+            predicate=lambda exc: isinstance(exc, _RETRYABLE) and not _too_large(exc),
             # Contended transactions that deadlock on a lock upgrade all abort together (the
             # emulator after ~2 s); starting the jitter wide keeps them from colliding again.
             initial=0.25,
@@ -197,6 +203,8 @@ class StatusStore:
         try:
             return retry(fn)()
         except (gexc.RetryError, *_RETRYABLE) as exc:
+            if _too_large(exc):
+                raise
             raise TransientError(
                 f"Datastore stayed busy or unavailable: {type(exc).__name__}", code="datastore"
             ) from None
@@ -408,27 +416,17 @@ class StatusStore:
 
     # -- the write-back's side ----------------------------------------------------------------
 
-    def pending_writes(self, limit: int = 10_000) -> list[Finished]:
-        """Finished rows whose outcome is not in the sheet yet: an equality query on one
-        indexed property (`write_pending`), not a read of every entity."""
+    def pending_write_pages(self) -> Iterator[list[Finished]]:
+        """Finished rows whose outcome is not in the sheet yet, a page at a time (pages bounded
+        by bytes as well as count): an equality query on one indexed property
+        (`write_pending`), not a read of every entity."""
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("write_pending", "=", True))
-        found = []
-        for entity in self._retrying(lambda: list(query.fetch(limit=limit))):
-            try:
-                outputs = json.loads(entity["result"]) if entity.get("result") else None
-            except ValueError:
-                outputs = None
-            found.append(
-                Finished(
-                    row_id=str(entity.key.name),
-                    status=str(entity.get("status")),
-                    outputs=outputs if isinstance(outputs, dict) else None,
-                    error=entity.get("error"),
-                    finished_at=entity.get("finished_at"),
-                )
-            )
-        return found
+        for page in fetch_pages(query, page_size=PENDING_PAGE_ROWS, retrying=self._retrying):
+            yield [_finished(entity) for entity in page]
+
+    def pending_writes(self) -> list[Finished]:
+        return [row for page in self.pending_write_pages() for row in page]
 
     def mark_written(self, rows: Sequence[Finished]) -> None:
         """Done with these rows' outcomes, unless a row finished again meanwhile (a re-run):
@@ -444,6 +442,51 @@ class StatusStore:
                         txn.put(entity)
 
             self._transact(work)
+
+    def write_again(self, row_ids: Sequence[str]) -> None:
+        """Finished rows whose cells in the sheet may hold another row's result (a sort landed
+        inside a write): their own outcome is written again next run."""
+        for batch in chunked(list(dict.fromkeys(row_ids)), WRITE_BATCH):
+
+            def work(txn: datastore.Transaction, batch: Sequence[str] = batch) -> None:
+                entities = self._client.get_multi([self.key(i) for i in batch], transaction=txn)
+                for entity in entities:
+                    if entity.get("status") in (Status.SUCCESS, Status.FAILED):
+                        entity.update(write_pending=True)
+                        txn.put(entity)
+
+            self._transact(work)
+
+    def record_not_run(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Replace the record of sheet rows the loader did not store: each a dict of
+        `row_number`, `row_id`, `status` and `reason` (the newest run's view wins)."""
+        try:
+            self._record_not_run(rows)
+        except (gexc.GoogleAPICallError, ValueError) as exc:
+            raise PermanentError(
+                f"Datastore refused the rows not run: {type(exc).__name__}", code="datastore"
+            ) from None
+
+    def _record_not_run(self, rows: Sequence[dict[str, Any]]) -> None:
+        query = self._client.query(kind=NOT_RUN_KIND)
+        query.keys_only()
+        old = [e.key for page in fetch_pages(query, page_size=1000) for e in page]
+        for keys in chunked(old, WRITE_BATCH):
+            self._retrying(lambda keys=keys: self._client.delete_multi(keys))  # type: ignore[misc]
+        entities = []
+        for row in rows[:MAX_NOT_RUN]:
+            entity = datastore.Entity(
+                self._client.key(NOT_RUN_KIND, f"{int(row['row_number']):09d}"),
+                exclude_from_indexes=("reason", "row_id"),
+            )
+            entity.update(
+                row_number=int(row["row_number"]),
+                # Cells can hold what Datastore refuses (half an emoji): stored as readable text.
+                **{k: _storable_text(row.get(k)) for k in ("row_id", "status", "reason")},
+            )
+            entities.append(entity)
+        for batch in chunked(entities, WRITE_BATCH):
+            self._retrying(lambda batch=batch: self._client.put_multi(batch))  # type: ignore[misc]
 
     def result_headers(self, sheet: str) -> list[str]:
         """Headers an earlier write-back added to `sheet`: result columns, never inputs."""
@@ -465,7 +508,8 @@ class StatusStore:
         query.add_filter(filter=datastore.query.PropertyFilter("finished_at", ">=", since))
         return [
             {k: e.get(k) for k in ("status", "total_tokens", "elapsed_time")}
-            for e in self._retrying(lambda: list(query.fetch()))
+            for page in fetch_pages(query, page_size=1000, retrying=self._retrying)
+            for e in page
         ]
 
     def last_run(self, sheet: str) -> datetime | None:
@@ -485,7 +529,10 @@ class StatusStore:
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("status", "=", Status.PROCESSING))
         found: list[StoredRow] = []
-        for entity in self._retrying(lambda: list(query.fetch())):
+        entities = (
+            e for page in fetch_pages(query, page_size=500, retrying=self._retrying) for e in page
+        )
+        for entity in entities:
             try:
                 row = to_stored_row(entity)
             except BadEntity:
@@ -493,6 +540,85 @@ class StatusStore:
             if row.lease_expires_at is not None and row.lease_expires_at <= now:
                 found.append(row)
         return found
+
+
+# A query page stays under the Firestore emulator's 4 MiB gRPC message limit (production allows
+# more): the next page's count is sized from the bytes of the rows just read, and a page the
+# server still refuses as too large is asked again at half the count.
+PAGE_BYTES = 2 * 1024 * 1024
+PENDING_PAGE_ROWS = 1000
+FIRST_PAGE_ROWS = 50
+_TOO_LARGE = ("exceeds maximum size", "larger than max", "message larger")
+
+
+def _entity_bytes(entity: datastore.Entity) -> int:
+    size = 64 + len(str(entity.key.name or ""))
+    for name, value in entity.items():
+        size += len(name) + (len(value) if isinstance(value, str | bytes) else 16)
+    return size
+
+
+def _too_large(exc: Exception) -> bool:
+    return isinstance(exc, gexc.ResourceExhausted) and any(t in str(exc) for t in _TOO_LARGE)
+
+
+def fetch_pages(
+    query: Any,
+    *,
+    page_size: int,
+    retrying: Callable[[Callable[[], Any]], Any] | None = None,
+    max_bytes: int = PAGE_BYTES,
+) -> Iterator[list[datastore.Entity]]:
+    """Every entity of `query`, a page at a time, until the query's cursor says it is done
+    (a short page is not the end: production may stop a batch early)."""
+    cursor: bytes | None = None
+    limit = min(page_size, FIRST_PAGE_ROWS)  # sizes are unknown until a page is read
+
+    def one(limit: int, cursor: bytes | None) -> tuple[list[datastore.Entity], bytes | None]:
+        pages = query.fetch(limit=limit, start_cursor=cursor)
+        page = next(pages.pages, None)
+        return (list(page) if page is not None else []), pages.next_page_token
+
+    while True:
+        try:
+            if retrying is None:
+                entities, next_cursor = one(limit, cursor)
+            else:
+                entities, next_cursor = retrying(partial(one, limit, cursor))
+        except gexc.ResourceExhausted as exc:
+            if not _too_large(exc) or limit == 1:
+                raise
+            limit = max(1, limit // 2)
+            continue
+        if entities:
+            yield entities
+            average = sum(_entity_bytes(e) for e in entities) // len(entities)
+            limit = max(1, min(page_size, max_bytes // max(1, average)))
+        if next_cursor is None or (not entities and next_cursor == cursor):
+            return
+        cursor = next_cursor
+
+
+def _storable_text(value: Any, limit: int = 2000) -> str:
+    text = "" if value is None else str(value)
+    return text.encode("utf-8", "replace").decode("utf-8")[:limit]
+
+
+def _finished(entity: datastore.Entity) -> Finished:
+    try:
+        outputs = json.loads(entity["result"]) if entity.get("result") else None
+    except (ValueError, TypeError):
+        outputs = None
+    error = entity.get("error")
+    if isinstance(error, bytes):
+        error = error.decode("utf-8", "replace")
+    return Finished(
+        row_id=str(entity.key.name),
+        status=str(entity.get("status")),
+        outputs=outputs if isinstance(outputs, dict) else None,
+        error=None if error is None else str(error),
+        finished_at=entity.get("finished_at"),
+    )
 
 
 def _still_as_expected(entity: datastore.Entity, t: Transition) -> bool:
@@ -583,24 +709,39 @@ class StatusReport:
     def latest_failures(self, limit: int) -> list[dict[str, Any]]:
         query = self._query(Status.FAILED.value)
         query.order = ["-finished_at"]
-        return [_plain(e) for e in query.fetch(limit=limit)]
+        found: list[dict[str, Any]] = []
+        for page in fetch_pages(query, page_size=limit):
+            found += [_plain(e) for e in page[: limit - len(found)]]
+            if len(found) >= limit:
+                break
+        return found
+
+    def not_run(self) -> list[dict[str, Any]]:
+        """Sheet rows the last loader run did not store, by sheet row (keys are row numbers:
+        key order is row order, no index needed)."""
+        query = self._client.query(kind=NOT_RUN_KIND)
+        query.order = ["__key__"]
+        return [
+            {
+                "id": e.get("row_id"),
+                "row_number": e.get("row_number"),
+                "status": e.get("status"),
+                "error": e.get("reason"),
+            }
+            for page in fetch_pages(query, page_size=1000)
+            for e in page
+        ]
 
     def rows(
         self, *, status: str | None = None, by_row: bool = True, page_size: int = 500
     ) -> Iterator[dict[str, Any]]:
-        """Every row, one page at a time (memory stays at a page whatever the total)."""
+        """Every row, one page at a time (memory stays at a page whatever the total; pages are
+        bounded by bytes as well as by count, see fetch_pages)."""
         query = self._query(status)
         if by_row:
             query.order = ["row_number"]
-        cursor = None
-        while True:
-            page_iter = query.fetch(limit=page_size, start_cursor=cursor)
-            page = next(page_iter.pages, None)
-            entities = list(page) if page is not None else []
-            yield from (_plain(e) for e in entities)
-            cursor = page_iter.next_page_token
-            if len(entities) < page_size or cursor is None:
-                return
+        for page in fetch_pages(query, page_size=page_size):
+            yield from (_plain(e) for e in page)
 
 
 def _plain(entity: datastore.Entity) -> dict[str, Any]:

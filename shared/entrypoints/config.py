@@ -161,6 +161,13 @@ class LoaderSettings(CommonSettings):
                 "ROW_FILTER_COLUMN and ROW_FILTER_VALUE go together: set both (e.g. target and "
                 "TRUE) or neither"
             )
+        if self.write_back and self.unique_id_column.strip().upper() == "ROW_NUMBER":
+            raise ValueError(
+                "WRITE_BACK=true needs ids that stay with their row, but UNIQUE_ID_COLUMN="
+                "ROW_NUMBER changes when someone inserts, deletes or sorts rows (results would "
+                "land beside the wrong inputs): add an id column and name it in "
+                "UNIQUE_ID_COLUMN, or set WRITE_BACK=false"
+            )
         if self.check_inputs and self.dify_api_endpoint:
             if self.dify_api_key is not None:
                 problem = key_problem(self.dify_api_key.get_secret_value().strip())

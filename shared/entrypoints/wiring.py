@@ -315,6 +315,7 @@ def _build_loader() -> LoaderService:
                 service=service,
                 spreadsheet_id=settings.spreadsheet_id,
                 sheet_name=settings.sheet_name,
+                id_column=settings.unique_id_column,
             ),
             columns=ResultColumns(
                 mapping=parse_result_columns(settings.result_columns),

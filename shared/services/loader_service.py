@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.adapters.logs import get_logger
 from shared.adapters.store import PartialWrite, StatusStore, utcnow
 from shared.adapters.tasks import TaskQueue
-from shared.core.errors import SheetError
+from shared.core.errors import BatchError, SheetError
 from shared.core.form_check import Variable, check_row, missing_required, unknown_columns
 from shared.core.model import NewRow, Status
 from shared.core.planning import Enqueue, LoadOptions, count_reasons, plan
 from shared.core.rows import InvalidRow, ParsedSheet, RowFilter, SheetRow, parse_rows
 from shared.core.workflows import Routing, route
-from shared.core.write_back import ResultColumns, plan_write_back, result_headers
+from shared.core.write_back import (
+    ResultColumns,
+    columns_of_people,
+    plan_write_back,
+    refuse_columns_of_people,
+    result_headers,
+)
 
 if TYPE_CHECKING:
     from shared.adapters.queue_control import QueueControl
@@ -113,14 +119,21 @@ class LoaderService:
         queue_state = self._queue_state(options)
         header, body = self._sheet.read()
         rows_read = 0
+        known = self._known_result_headers()
+        watched = self._watched_columns(header, known)
+        with_data: set[int] = set()
 
         def counted() -> Iterator[tuple[int, list[Any]]]:
             nonlocal rows_read
             for item in body:
                 rows_read += 1
+                for index in watched:
+                    cells = item[1]
+                    if index < len(cells) and str(cells[index]).strip():
+                        with_data.add(index)
                 yield item
 
-        result_columns = self._result_headers()
+        result_columns = self._result_headers(known)
         route_column = self._routing.column if self._routing else None
         if self._routing is not None:
             self._routing.check_headers([str(h).strip() for h in header])
@@ -132,9 +145,21 @@ class LoaderService:
             result_columns=result_columns,
             route_column=route_column,
         )
+        if self._write_back is not None:
+            # A person's own column under a result header: refused before anything runs.
+            refuse_columns_of_people(
+                columns_of_people(
+                    [str(h).strip() for h in header],
+                    columns=self._write_back.columns,
+                    known_result_headers=known,
+                    columns_with_data=with_data,
+                ),
+                self._write_back.columns,
+            )
         if self._routing is not None:
             sheet.rows, unrouted = route(sheet.rows, self._routing)
             sheet.invalid.extend(unrouted)
+        not_run = _not_run(sheet)  # before planning adds rows whose entity is unreadable
         report = LoadReport(dry_run=options.dry_run)
         if not options.write_back_only:
             self._plan_and_enqueue(sheet, header, result_columns, options, report)
@@ -145,23 +170,43 @@ class LoaderService:
         report.duplicate_count = len(sheet.duplicates)
         report.duplicate_ids = [asdict(d) for d in sheet.duplicates[:MAX_LISTED]]
         if self._write_back is not None and not options.dry_run:
-            report.write_back = self._write_results([str(h).strip() for h in header], sheet)
+            report.write_back = self._write_results([str(h).strip() for h in header], known)
             if report.write_back.get("error"):
                 report.errors.append({"id": "(sheet)", "error": report.write_back["error"]})
                 report.error_count += 1
         if not options.dry_run:
             report.finished_since_last_run = self._finished_since_last_run(run_started)
+            try:  # so `export` holds every sheet row; the run's work is done either way
+                self._store.record_not_run(not_run)
+            except BatchError as exc:
+                log.warning("the list of rows not run was not recorded: %s", exc.describe())
         report.queue = queue_state
         report.elapsed_s = round(self._timer() - started, 3)
         self._log(report)
         return report
 
-    def _result_headers(self) -> set[str]:
+    def _known_result_headers(self) -> list[str]:
+        """Result headers an earlier write-back wrote under (so its own, not a person's)."""
+        if self._write_back is None:
+            return []
+        return self._store.result_headers(self._write_back.sheet_key)
+
+    def _watched_columns(self, header: list[Any], known: list[str]) -> list[int]:
+        """Columns under a declared result header the project never wrote: the read notes
+        whether they hold data (a person's column)."""
+        if self._write_back is None:
+            return []
+        declared = self._write_back.columns.declared()
+        return [
+            i
+            for i, h in enumerate(header)
+            if str(h).strip() in declared and str(h).strip() not in known
+        ]
+
+    def _result_headers(self, known: list[str]) -> set[str]:
         if self._write_back is None:
             return set()
-        return result_headers(
-            self._write_back.columns, self._store.result_headers(self._write_back.sheet_key)
-        )
+        return result_headers(self._write_back.columns, known)
 
     def _check_inputs(
         self, sheet: ParsedSheet, header: list[Any], excluded: set[str], report: LoadReport
@@ -279,32 +324,55 @@ class LoaderService:
         report.error_count = len(enqueued.errors)
         report.errors = [{"id": i, "error": e} for i, e in enqueued.errors.items()][:MAX_LISTED]
 
-    def _write_results(self, header: list[str], sheet: ParsedSheet) -> dict[str, Any]:
+    def _write_results(self, header: list[str], known: list[str]) -> dict[str, Any]:
         """Write the outcome of every row that finished since the last write (found with an
-        indexed query) beside its inputs; a row counts as written only once its write
-        succeeded, so a failed write is retried next run and nothing is written twice."""
+        indexed query, a page at a time) into the row that holds its id at the moment of
+        writing. A row counts as written only once its write succeeded and its id was still
+        there; every other row stays pending and is tried again next run, so nothing is lost
+        and nothing is written twice."""
         assert self._write_back is not None
-        pending = self._store.pending_writes()
-        known = self._store.result_headers(self._write_back.sheet_key)
-        write_plan = plan_write_back(
-            header,
-            known_result_headers=known,
-            row_numbers={r.row_id: r.row_number for r in sheet.rows},
-            finished=pending,
-            columns=self._write_back.columns,
-        )
-        result = self._write_back.writer.write(write_plan, header_width=len(header))
-        self._store.remember_result_headers(self._write_back.sheet_key, result.headers_added)
-        done = set(result.written) | set(write_plan.not_in_sheet)
-        self._store.mark_written([f for f in pending if f.row_id in done])
-        return {
-            "rows_written": len(result.written),
-            "not_in_sheet": len(write_plan.not_in_sheet),
-            "headers_added": result.headers_added,
-            "output_keys_not_written": sorted(write_plan.input_columns_skipped),
-            "left_for_next_run": len(pending) - len(done),
-            "error": result.error,
+        writer, columns = self._write_back.writer, self._write_back.columns
+        summary: dict[str, Any] = {
+            "rows_written": 0,
+            "headers_added": [],
+            "output_keys_not_written": set(),
+            "not_in_sheet": 0,
+            "ids_in_several_rows": 0,
+            "moved_while_writing": 0,
+            "refused_count": 0,
+            "refused": [],
+            "left_for_next_run": 0,
+            "error": None,
         }
+        for pending in self._store.pending_write_pages():
+            write_plan = plan_write_back(
+                header, known_result_headers=known, finished=pending, columns=columns
+            )
+            result = writer.write(write_plan, header=header)
+            used = [h for h in [*result.headers_added, *result.headers_used] if h not in known]
+            if used:  # headers it wrote under are its own from now on, never a person's
+                self._store.remember_result_headers(self._write_back.sheet_key, used)
+                known = [*known, *dict.fromkeys(used)]
+            header = [*header, *(h for h in result.headers_added if h not in header)]
+            written = set(result.written)
+            self._store.mark_written([f for f in pending if f.row_id in written])
+            # Rows that may now show a moved row's cells get their own written again.
+            self._store.write_again([i for i in result.displaced if i not in result.moved])
+            summary["rows_written"] += len(written)
+            summary["headers_added"] += result.headers_added
+            summary["output_keys_not_written"] |= write_plan.input_columns_skipped
+            summary["not_in_sheet"] += len(result.not_in_sheet)
+            summary["ids_in_several_rows"] += len(result.ambiguous)
+            summary["moved_while_writing"] += len(result.moved)
+            summary["refused_count"] += len(result.refused)
+            summary["refused"] += [{"id": i, "error": e} for i, e in result.refused.items()]
+            summary["left_for_next_run"] += len(pending) - len(written)
+            if result.error:
+                summary["error"] = result.error  # later pages are not read: next run
+                break
+        summary["output_keys_not_written"] = sorted(summary["output_keys_not_written"])
+        summary["refused"] = summary["refused"][:MAX_LISTED]
+        return summary
 
     def _finished_since_last_run(self, now: datetime) -> dict[str, Any]:
         since = self._store.last_run(self._sheet_key)
@@ -367,6 +435,23 @@ class LoaderService:
         control.resume()
         log.info("resumed %s (was paused: %s)", before.queue, before.reason)
         return {**control.state().to_dict(), "resumed": True, "was": before.reason}
+
+
+def _not_run(sheet: ParsedSheet) -> list[dict[str, Any]]:
+    invalid = [
+        {"row_number": i.row_number, "row_id": i.row_id, "status": "INVALID", "reason": i.reason}
+        for i in sheet.invalid
+    ]
+    repeated = [
+        {
+            "row_number": d.row_number,
+            "row_id": d.row_id,
+            "status": "DUPLICATE_ID",
+            "reason": f"its id is also on row {d.first_row_number}; only that row runs",
+        }
+        for d in sheet.duplicates
+    ]
+    return sorted(invalid + repeated, key=lambda r: int(r["row_number"]))
 
 
 def _committed(

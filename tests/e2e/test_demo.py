@@ -66,15 +66,52 @@ def test_the_demo_runs_every_sample_row_to_its_end(tmp_path):
     assert "'title' is required, but its cell is empty" in out  # the failed row, explained
     # The transient failure, retried, and why.
     assert re.search(r"succeeded after 2 attempts \(before that: \S+", out), out
-    [path] = re.findall(r"results: 30 rows written to (\S+)", out)
-    with (ROOT / path).open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    (ROOT / path).unlink()
+    rows = results_of(out, 30)
     assert [r["id"] for r in rows][:2] == ["ko-001", "ko-002"]
     assert rows[0]["status"] == "SUCCESS"
     assert "고양이는" in rows[0]["outputs"]
     failed = next(r for r in rows if r["id"] == "ko-012")
     assert (failed["status"], failed["error"].split(":")[0]) == ("FAILED", "input_check")
+
+
+def results_of(out: str, count: int) -> list[dict[str, str]]:
+    """The demo's results file (read, then removed): a BOM first, for Excel."""
+    [path] = re.findall(rf"results: {count} rows written to (\S+)", out)
+    raw = (ROOT / path).read_bytes()
+    (ROOT / path).unlink()
+    assert raw.startswith("\ufeff".encode())
+    return list(csv.DictReader(raw.decode("utf-8-sig").splitlines(keepends=True)))
+
+
+def test_the_results_file_keeps_every_sheet_row_and_defuses_formulas(tmp_path):
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(
+        'id,title\nq-1,=HYPERLINK("https://evil.example")\n,no id here\nq-1,same id\nq-2,fine\n',
+        encoding="utf-8",
+    )
+    demo = start_demo("--latency", "0.1", "--csv", str(sheet))
+    out, _ = demo.communicate(timeout=300)
+    assert demo.returncode == 0, out
+    rows = results_of(out, 4)
+    assert [(r["row"], r["id"], r["status"]) for r in rows] == [
+        ("2", "q-1", "SUCCESS"),
+        ("3", "", "INVALID"),
+        ("4", "q-1", "DUPLICATE_ID"),
+        ("5", "q-2", "SUCCESS"),
+    ]
+    assert rows[0]["title"] == '\'=HYPERLINK("https://evil.example")'
+    assert rows[1]["error"] == "the id cell is empty"
+
+
+def test_the_two_workflow_demo_file_carries_inputs_and_the_unroutable_row():
+    demo = start_demo("--latency", "0.1", "--two-workflows")
+    out, _ = demo.communicate(timeout=300)
+    assert demo.returncode == 0, out
+    rows = results_of(out, 9)
+    assert all(r["질문"] and r["학년"] for r in rows)
+    unroutable = next(r for r in rows if r["id"] == "x-001")
+    assert unroutable["status"] == "INVALID"
+    assert "poetry" in unroutable["error"]
 
 
 def test_ctrl_c_stops_everything_the_demo_started():

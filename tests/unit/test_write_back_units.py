@@ -1,10 +1,11 @@
 """The write-back planner, the result-column setting and the input form check: pure."""
 
+import math
 from datetime import UTC, datetime
 
 import pytest
 
-from shared.core.errors import ConfigError
+from shared.core.errors import ConfigError, SheetError
 from shared.core.form_check import (
     Variable,
     check_row,
@@ -17,8 +18,13 @@ from shared.core.write_back import (
     Finished,
     ResultColumns,
     cell_text,
+    columns_of_people,
+    locate,
+    missing_headers,
     parse_result_columns,
     plan_write_back,
+    refuse_columns_of_people,
+    utf16_len,
 )
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -40,40 +46,59 @@ def test_result_columns_parse_and_refuse_what_is_not_a_mapping():
         parse_result_columns("a->X, b->X")
 
 
-def test_the_plan_adds_missing_headers_right_of_the_existing_ones():
+def test_the_plan_names_each_cell_by_header_and_lists_the_result_headers():
     plan = plan_write_back(
         ["id", "question", "Answer"],
         known_result_headers=[],
-        row_numbers={"r1": 2},
         finished=[done("r1", {"answer": "yes", "score": 3})],
         columns=ResultColumns(mapping=(("answer", "Answer"), ("score", "Score"))),
     )
-    assert plan.new_headers == ["Score", "dify_status", "dify_error"]
-    assert plan.cells["r1"] == {2: "yes", 3: 3, 4: "SUCCESS", 5: ""}
+    assert plan.headers == ["Answer", "Score", "dify_status", "dify_error"]
+    assert missing_headers(["id", "question", "Answer"], plan.headers) == [
+        "Score",
+        "dify_status",
+        "dify_error",
+    ]
+    assert plan.cells["r1"] == {
+        "Answer": "yes",
+        "Score": 3,
+        "dify_status": "SUCCESS",
+        "dify_error": "",
+    }
 
 
 def test_input_cells_are_never_written_even_when_an_output_has_their_name():
     plan = plan_write_back(
         ["id", "question"],
         known_result_headers=[],
-        row_numbers={"r1": 2},
         finished=[done("r1", {"question": "echoed", "text": "t"})],
         columns=ResultColumns(),
     )
     assert plan.input_columns_skipped == {"question"}
-    assert 1 not in plan.cells["r1"]
-    assert "text" in plan.new_headers
+    assert "question" not in plan.cells["r1"]
+    assert "text" in plan.headers
 
 
-def test_rows_gone_from_the_sheet_are_done_with_nothing_to_write():
-    plan = plan_write_back(
-        ["id"],
-        known_result_headers=[],
-        row_numbers={},
-        finished=[done("gone")],
-        columns=ResultColumns(),
+def test_rows_are_located_by_id_now_and_repeated_ids_are_not_written():
+    located = locate(["a", " b ", "", "c", "c"], ["a", "b", "c", "gone"])
+    assert located.rows == {"a": 2, "b": 3}
+    assert located.ambiguous == ["c"]
+    assert located.missing == ["gone"]
+
+
+def test_a_persons_column_under_a_result_header_is_named():
+    columns = ResultColumns(mapping=(("answer", "Answer"),))
+    header = ["id", "question", "Answer", "dify_status"]
+    people = columns_of_people(
+        header, columns=columns, known_result_headers=["dify_status"], columns_with_data={2, 3}
     )
-    assert (plan.not_in_sheet, plan.cells) == (["gone"], {})
+    assert people == ["Answer"]  # dify_status was written by an earlier run: ours
+    assert (
+        columns_of_people(header, columns=columns, known_result_headers=[], columns_with_data=set())
+        == []
+    )  # an empty column under a result header is taken over
+    with pytest.raises(SheetError, match=r"'Answer'.*Nothing was run or written"):
+        refuse_columns_of_people(people, columns)
 
 
 def test_cells_are_text_numbers_or_json_and_cut_visibly():
@@ -83,6 +108,18 @@ def test_cells_are_text_numbers_or_json_and_cut_visibly():
     cut = cell_text("x" * 60_000)
     assert len(cut) == MAX_CELL_CHARS
     assert "60,000 characters" in cut
+
+
+def test_values_the_api_refuses_become_text_it_takes():
+    assert [cell_text(v) for v in (math.nan, math.inf, -math.inf)] == ["nan", "inf", "-inf"]
+    assert cell_text({"x": math.nan}) == '{"x": NaN}'  # inside JSON text: just text
+    assert cell_text(10**30) == str(10**30)
+    assert cell_text(2**53) == 2**53
+    # Sheets counts UTF-16 code units: 30,000 cats are 60,000 units, over the limit.
+    cats = cell_text("🐱" * 30_000)
+    assert utf16_len(cats) <= MAX_CELL_CHARS
+    assert "30,000 characters" in cats
+    assert cell_text("🐱" * 25_000) == "🐱" * 25_000
 
 
 FORM = parse_form(
@@ -129,3 +166,25 @@ def test_a_good_row_is_sent_with_file_objects():
     assert reason is None
     assert [d["type"] for d in sent["docs"]] == ["document", "custom"]
     assert sent["n"] == "-2.5e3"  # Dify converts numeric strings itself
+
+
+def test_the_pacer_allows_a_burst_then_one_request_a_second():
+    from shared.adapters.sheet_writer import Pacer
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = Pacer(rate=1.0, burst=3, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        pacer.wait()
+    assert slept == [pytest.approx(1.0), pytest.approx(1.0)]  # 3 at once, then one a second
+    now[0] += 10  # idle: the burst refills, but never past its size
+    for _ in range(3):
+        pacer.wait()
+    assert len(slept) == 2
+    pacer.wait()
+    assert len(slept) == 3
