@@ -359,7 +359,7 @@ def test_no_project_anywhere_says_how_to_give_one(tmp_path):
 def test_options_ignore_case(batch, namespace):
     result = run(namespace, "export", "--format", "CSV", "--status", "failed")
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    rows = csv_rows(result.stdout)
     assert sorted(r["id"] for r in rows) == ["r05", "r06"]
 
 

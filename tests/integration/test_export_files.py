@@ -48,7 +48,7 @@ def hostile(store, ds_client):
 def test_export_csv_neutralises_formula_cells_and_starts_with_a_bom(hostile, namespace):
     result = run(namespace, "export", "--format", "csv")
     assert result.exit_code == 0, result.output
-    rows = csv_rows(result.output)
+    rows = csv_rows(result.stdout)
     assert [r["id"] for r in rows] == ["plain", "'=1+1"]  # by sheet row, formula defused
     assert rows[1]["error"] == "'" + FORMULAS[1]
     assert json.loads(rows[0]["inputs"]) == {"q": "\tindented", "n": "-3.5"}  # JSON: text
@@ -59,15 +59,15 @@ def test_export_csv_neutralises_formula_cells_and_starts_with_a_bom(hostile, nam
 
 def test_export_csv_raw_and_without_bom_when_asked(hostile, namespace):
     result = run(namespace, "export", "--format", "csv", "--raw", "--no-bom")
-    assert not result.output.startswith("\ufeff")
-    assert "\n=1+1," in result.output
-    assert FORMULAS[1] in result.output
+    assert not result.stdout.startswith("\ufeff")
+    assert "\n=1+1," in result.stdout
+    assert FORMULAS[1] in result.stdout
 
 
 def test_export_survives_hand_edited_values(store, ds_client, namespace):
     put(ds_client, "b", 3, status="FAILED", error=b"\xed\x95\x9c bytes", elapsed_time=math.nan)
     put(ds_client, "a", 2, status="SUCCESS", result=b'{"k": 1}', total_tokens="many")
-    lines = run(namespace, "export", "--format", "jsonl").output.splitlines()
+    lines = run(namespace, "export", "--format", "jsonl").stdout.splitlines()
     rows = [json.loads(line) for line in lines]  # strict JSON: no bare NaN
     assert [r["id"] for r in rows] == ["a", "b"]  # by sheet row
     assert rows[0]["outputs"] == {"k": 1}
@@ -133,7 +133,7 @@ def test_export_holds_every_sheet_row_also_those_the_loader_did_not_store(stack,
         ["b", "fine too"],
     )
     load(stack)
-    rows = csv_rows(run(namespace, "export").output)
+    rows = csv_rows(run(namespace, "export").stdout)
     assert [(r["row_number"], r["id"], r["status"]) for r in rows] == [
         ("2", "a", "PENDING"),
         ("3", "", "INVALID"),
@@ -144,5 +144,5 @@ def test_export_holds_every_sheet_row_also_those_the_loader_did_not_store(stack,
     assert "also on row 2" in rows[2]["error"]
     set_rows(sheets, ["id", "question"], ["a", "fine"], ["c", "the empty id filled in"])
     load(stack)  # the newest run's view replaces the old one
-    lines = run(namespace, "export", "--format", "jsonl").output.splitlines()
+    lines = run(namespace, "export", "--format", "jsonl").stdout.splitlines()
     assert [json.loads(x)["status"] for x in lines] == ["PENDING", "PENDING", "PENDING"]
