@@ -26,6 +26,7 @@ from dotenv import load_dotenv
 from google.cloud import datastore
 from rich.console import Console
 
+from cli.actions import register, spend_line, spend_status
 from cli.export import write_csv, write_jsonl
 from cli.render import failures_table, follow, status_table
 from shared.adapters.store import StatusReport
@@ -122,10 +123,11 @@ def status(ctx: Context, as_json: bool, window: float, failures: int) -> None:
         for f in report.latest_failures(failures)
     ]
     queue = ctx.queue_state()
+    spend = spend_status(report, state)
     if as_json:
         click.echo(
             json.dumps(
-                {**state.to_dict(), "latest_failures": failed, "queue": queue},
+                {**state.to_dict(), "latest_failures": failed, "queue": queue, "spend": spend},
                 ensure_ascii=False,
                 default=str,
             )
@@ -133,6 +135,7 @@ def status(ctx: Context, as_json: bool, window: float, failures: int) -> None:
         return
     console = Console()
     console.print(status_table(state))
+    console.print(spend_line(spend), highlight=False)
     if failed:
         console.print(failures_table(failed))
     if queue is not None:
@@ -181,6 +184,9 @@ def export(ctx: Context, fmt: str, only: str | None, output: Path | None, page_s
             out.close()
     if output:
         click.echo(f"wrote {count:,} rows to {output}", err=True)
+
+
+register(cli)  # run, pause, resume, retry, show (cli/actions.py)
 
 
 def main() -> None:
