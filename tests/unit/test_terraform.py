@@ -34,6 +34,7 @@ LOCAL_ONLY = {
     "GOOGLE_SHEETS_CREDENTIALS_FILE",
     "DIFY_API_KEY",
     "LOCAL_MAX_CONCURRENT_DISPATCHES",
+    "LOADER_URL",  # the operator's CLI
 }
 
 
@@ -396,6 +397,7 @@ def test_a_dispatch_deadline_under_15_seconds_is_refused():
         "dify_max_response_bytes",
         "worker_concurrency",
         "max_attempts",
+        "max_total_tokens",
     ],
 )
 def test_settings_the_code_parses_as_integers_must_be_whole_numbers(name):
