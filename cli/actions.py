@@ -298,7 +298,7 @@ def row_record(entity: dict[str, Any]) -> dict[str, Any]:
 
 
 def row_table(record: dict[str, Any]) -> Table:
-    table = Table(title=f"Row {record['id']}", show_header=False, show_lines=True)
+    table = Table(title=f"Row {record['id']}", show_header=False)
     table.add_column("", style="bold")
     table.add_column("", overflow="fold")
     for name, value in record.items():

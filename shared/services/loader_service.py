@@ -410,7 +410,7 @@ class LoaderService:
                 return {
                     **before.to_dict(),
                     "resumed": False,
-                    "resume_refused": f"{still}: raise MAX_TOTAL_TOKENS (or the workflow's "
+                    "resume_refused": f"{still}; raise MAX_TOTAL_TOKENS (or the workflow's "
                     "max_total_tokens) and redeploy, then resume",
                 }
         if options.dry_run:
