@@ -141,9 +141,7 @@ def status(ctx: Context, as_json: bool, window: float, failures: int) -> None:
     if queue is not None:
         line = f"queue {queue['queue']}: {queue['state']}"
         if queue["state"] == "PAUSED":
-            line += (
-                f" — {queue['paused_reason']}. Fix the cause, then `dify-batch resume`"
-            )
+            line += f" — {queue['paused_reason']}. Fix the cause, then `dify-batch resume`"
         console.print(line, style="bold red" if queue["state"] == "PAUSED" else None)
 
 
