@@ -55,6 +55,7 @@ def identity_token(audience: str) -> str:
     import google.auth.exceptions
     import google.oauth2.credentials
     import google.oauth2.id_token
+    from google.auth import impersonated_credentials
     from google.auth.transport.requests import Request
 
     advice = (
@@ -62,17 +63,23 @@ def identity_token(audience: str) -> str:
         "to a service-account key file"
     )
     try:
-        if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
-            credentials, _ = google.auth.default()
-            if isinstance(credentials, google.oauth2.credentials.Credentials):
-                credentials.refresh(Request())
-                token = credentials.id_token
-                if not token:
-                    raise click.ClickException(
-                        "your user credentials gave no identity token (they were made without "
-                        f"the openid scope): {advice}"
-                    )
-                return str(token)
+        credentials, _ = google.auth.default()
+        if isinstance(credentials, google.oauth2.credentials.Credentials):
+            credentials.refresh(Request())
+            token = credentials.id_token
+            if not token:
+                raise click.ClickException(
+                    "your user credentials gave no identity token (they were made without "
+                    f"the openid scope): {advice}"
+                )
+            return str(token)
+        if isinstance(credentials, impersonated_credentials.Credentials):
+            # application-default login --impersonate-service-account
+            minted = impersonated_credentials.IDTokenCredentials(
+                credentials, target_audience=audience, include_email=True
+            )
+            minted.refresh(Request())
+            return str(minted.token)
         return str(google.oauth2.id_token.fetch_id_token(Request(), audience))
     except google.auth.exceptions.GoogleAuthError as exc:
         raise click.ClickException(

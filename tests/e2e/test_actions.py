@@ -239,6 +239,14 @@ def test_retry_selects_failed_rows_by_error_time_workflow_and_id(monkeypatch, na
         nothing = s.ok("retry", "--error-contains", "no such error").output
         assert "nothing to retry: 0 FAILED row(s) matched" in nothing
 
+        # `run` passes the loader's options on.
+        assert s.json("run", "--write-back-only")["rows_read"] == 9
+        assert s.json("run", "--retry-failed", "--dry-run")["re_enqueued"] == {"retry_failed": 1}
+        s.sheets.spreadsheets["book"]["Sheet1"][2][1] = "질문 1 (고침)"  # r01, SUCCESS
+        changed = s.json("run", "--reprocess-changed", "--retry-failed")
+        assert changed["re_enqueued"] == {"reprocess_changed": 1, "retry_failed": 1}
+        wait_for(lambda: s.statuses() == Counter({"SUCCESS": 9}))
+
 
 def test_a_spend_limit_pauses_mid_way_charges_nothing_twice_and_resumes_once_raised(
     monkeypatch, namespace, ds_client, capfd
