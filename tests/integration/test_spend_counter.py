@@ -51,10 +51,11 @@ def test_totals_are_kept_per_workflow(store):
 
 
 def test_concurrent_workers_lose_no_count(namespace, emulator_host):
-    """48 rows finished by 12 threads at once, each its own Datastore client (like separate
-    worker instances): every shard write is a contended transaction, and the total is still
-    the exact sum."""
-    rows = [NewRow(f"r{i:03d}", {"q": f"질문 {i}"}, "h", i + 2) for i in range(48)]
+    """48 rows finished by 12 threads at once, each with its own Datastore client (like
+    separate worker instances): 48 charges on 20 shards must collide, contended transactions
+    abort and are retried, and the total is still the exact sum."""
+    rows_n = 48
+    rows = [NewRow(f"r{i:03d}", {"q": f"질문 {i}"}, "h", i + 2) for i in range(rows_n)]
     setup = StatusStore(client=datastore.Client(project=PROJECT, namespace=namespace))
     setup.insert_new(rows)
     local = threading.local()
@@ -70,9 +71,10 @@ def test_concurrent_workers_lose_no_count(namespace, emulator_host):
         return store.finish(row_id, claim_id=claimed(store, row_id), changes=succeeded(i + 1))
 
     with ThreadPoolExecutor(max_workers=12) as pool:
-        assert all(pool.map(finish, range(48)))
-    assert setup.spend_totals() == {"": sum(range(1, 49))}
+        assert all(pool.map(finish, range(rows_n)))
+    expected = sum(range(1, rows_n + 1))
+    assert setup.spend_totals() == {"": expected}
     # The rows agree with the counter, and the writes were spread over several shards.
     client = setup.client
-    assert sum(e["total_tokens"] for e in client.query(kind=KIND).fetch()) == sum(range(1, 49))
+    assert sum(e["total_tokens"] for e in client.query(kind=KIND).fetch()) == expected
     assert len(list(client.query(kind=SPEND_KIND).fetch())) > 1
