@@ -13,19 +13,21 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
 import httpx
+from google.api_core import exceptions as gexc
 from rich.console import Console
 from rich.table import Table
 
 from shared.core.model import Status
 from shared.core.spend import projection
 
+T = TypeVar("T")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOADER_TIMEOUT_S = 600.0  # the loader's own limit is 540 s (Terraform)
 NO_URL = (
@@ -128,6 +130,18 @@ def call_loader(url: str | None, body: dict[str, Any]) -> dict[str, Any]:
             f"the loader refused ({response.status_code}): {answer['error']}"
         )
     return answer
+
+
+def _reading(project: str, read: Callable[[], T]) -> T:
+    """A Datastore read for `retry`/`show`, refused in one line when the account may not."""
+    try:
+        return read()
+    except (gexc.PermissionDenied, gexc.Unauthenticated) as exc:
+        raise click.ClickException(
+            f"no permission to read the rows in Datastore (project {project}): "
+            f"{type(exc).__name__}; your account needs roles/datastore.viewer, and "
+            "`gcloud auth application-default login`"
+        ) from None
 
 
 # -- what the loader said -------------------------------------------------------------------
@@ -442,11 +456,12 @@ def retry(
     since_at = parse_since(since, datetime.now(UTC)) if since else None
     report = ctx.report()
     if row_ids:
-        found = {i: report.row(i) for i in dict.fromkeys(row_ids)}
+        found = _reading(ctx.project, lambda: {i: report.row(i) for i in dict.fromkeys(row_ids)})
         candidates = [r for r in found.values() if r is not None]
         unknown = [i for i, r in found.items() if r is None]
     else:
-        candidates, unknown = list(report.rows(status=Status.FAILED.value, by_row=False)), []
+        failed = report.rows(status=Status.FAILED.value, by_row=False)
+        candidates, unknown = _reading(ctx.project, lambda: list(failed)), []
     chosen = select_failed(
         candidates, error_contains=error_contains, since=since_at, workflow=workflow
     )
@@ -502,7 +517,8 @@ def retry(
 @click.option("--json", "as_json", is_flag=True, help="The record as JSON.")
 @click.pass_obj
 def show(ctx: Any, row_id: str, as_json: bool) -> None:
-    entity = ctx.report().row(row_id)
+    report = ctx.report()
+    entity = _reading(ctx.project, lambda: report.row(row_id))
     if entity is None:
         where = f"namespace {ctx.namespace}" if ctx.namespace else "the default namespace"
         raise click.ClickException(
