@@ -26,6 +26,7 @@ from rich.table import Table
 
 from shared.core.model import Status
 from shared.core.spend import projection
+from shared.entrypoints.http import MAX_RETRY_IDS
 
 T = TypeVar("T")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -492,6 +493,12 @@ def retry(
         verb = "would retry" if dry_run else "nothing to retry:"
         click.echo(f"{verb} {len(chosen):,} FAILED row(s)" + ("" if dry_run else " matched"))
         return
+    if len(chosen) > MAX_RETRY_IDS:
+        raise click.ClickException(
+            f"{len(chosen):,} rows selected, more than the {MAX_RETRY_IDS:,} one call may retry: "
+            "narrow the selection, or retry every FAILED row of the sheet with "
+            "`dify-batch run --retry-failed`"
+        )
     summary = call_loader(loader_url, {"retry_ids": outcome["ids"]})
     retried = int((summary.get("re_enqueued") or {}).get("retry_selected", 0))
     outcome.update(retried=retried, tasks_created=summary.get("tasks_created", 0))
