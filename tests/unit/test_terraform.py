@@ -497,3 +497,13 @@ def test_the_old_single_queue_is_moved_not_recreated():
 def test_the_dashboard_shows_each_queue():
     chart = locals_()["chart"]
     assert "resource.labels.queue_id" in json.dumps(chart)
+
+
+def test_the_spend_limit_reaches_both_functions_and_each_workflow():
+    assert defaults()["max_total_tokens"] == 0
+    assert locals_()["common_env"]["MAX_TOTAL_TOKENS"] == "${tostring(var.max_total_tokens)}"
+    assert "max_total_tokens = w.max_total_tokens" in locals_()["workflows_env"]
+    workflow_type = variables()["workflows"]["type"]
+    assert "max_total_tokens" in json.dumps(workflow_type)
+    conditions = " ".join(v["condition"] for v in variables()["workflows"]["validation"])
+    assert "floor(w.max_total_tokens) == w.max_total_tokens" in conditions
