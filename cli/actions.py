@@ -15,11 +15,13 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
 import httpx
+from dotenv import dotenv_values
 from google.api_core import exceptions as gexc
 from rich.console import Console
 from rich.table import Table
@@ -92,6 +94,7 @@ def identity_token(audience: str) -> str:
 
 def call_loader(url: str | None, body: dict[str, Any]) -> dict[str, Any]:
     """POST the options to the loader; its summary, or a one-line refusal saying why."""
+    url = url or setting("LOADER_URL")
     if not url:
         raise click.ClickException(NO_URL)
     parts = urlsplit(url)
@@ -133,13 +136,32 @@ def call_loader(url: str | None, body: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def _reading(project: str, read: Callable[[], T]) -> T:
+def setting(name: str) -> str | None:
+    """A setting from the environment, else from .env in the current folder."""
+    value = os.environ.get(name)
+    if value is None and Path(".env").is_file():
+        value = dotenv_values(".env").get(name)
+    return value.strip() or None if value else None
+
+
+def where(obj: Any) -> str:
+    """Which rows the command read, for messages: the session's target where `cli/main.py`
+    has one, else its project and namespace."""
+    target = getattr(obj, "target", None)
+    if target is not None:
+        return str(target.where)
+    namespace = getattr(obj, "namespace", None)
+    space = f"namespace {namespace}" if namespace else "the default namespace"
+    return f"project {getattr(obj, 'project', '?')}, {space}"
+
+
+def _reading(obj: Any, read: Callable[[], T]) -> T:
     """A Datastore read for `retry`/`show`, refused in one line when the account may not."""
     try:
         return read()
     except (gexc.PermissionDenied, gexc.Unauthenticated) as exc:
         raise click.ClickException(
-            f"no permission to read the rows in Datastore (project {project}): "
+            f"no permission to read the rows in Datastore ({where(obj)}): "
             f"{type(exc).__name__}; your account needs roles/datastore.viewer, and "
             "`gcloud auth application-default login`"
         ) from None
@@ -452,17 +474,18 @@ def retry(
             "say which FAILED rows to retry: ids, --error-contains TEXT, --since, --workflow, "
             "or --all"
         )
+    loader_url = loader_url or setting("LOADER_URL")
     if not dry_run and not loader_url:
         raise click.ClickException(NO_URL)  # before reading anything
     since_at = parse_since(since, datetime.now(UTC)) if since else None
     report = ctx.report()
     if row_ids:
-        found = _reading(ctx.project, lambda: {i: report.row(i) for i in dict.fromkeys(row_ids)})
+        found = _reading(ctx, lambda: {i: report.row(i) for i in dict.fromkeys(row_ids)})
         candidates = [r for r in found.values() if r is not None]
         unknown = [i for i, r in found.items() if r is None]
     else:
         failed = report.rows(status=Status.FAILED.value, by_row=False)
-        candidates, unknown = _reading(ctx.project, lambda: list(failed)), []
+        candidates, unknown = _reading(ctx, lambda: list(failed)), []
     chosen = select_failed(
         candidates, error_contains=error_contains, since=since_at, workflow=workflow
     )
@@ -525,11 +548,10 @@ def retry(
 @click.pass_obj
 def show(ctx: Any, row_id: str, as_json: bool) -> None:
     report = ctx.report()
-    entity = _reading(ctx.project, lambda: report.row(row_id))
+    entity = _reading(ctx, lambda: report.row(row_id))
     if entity is None:
-        where = f"namespace {ctx.namespace}" if ctx.namespace else "the default namespace"
         raise click.ClickException(
-            f"no row with id {row_id!r} in project {ctx.project}, {where}: check the id (the "
+            f"no row with id {row_id!r} in {where(ctx)}: check the id (the "
             "sheet's unique id column) and --namespace"
         )
     record = row_record(entity)
@@ -551,7 +573,7 @@ def spend_status(report: Any, progress: Any) -> dict[str, Any]:
         finished_rows=progress.succeeded + progress.failed,
         rows_left=progress.waiting + progress.running,
     )
-    limit = os.environ.get("MAX_TOTAL_TOKENS", "").strip()
+    limit = setting("MAX_TOTAL_TOKENS") or ""
     if limit.isdigit() and int(limit) > 0:
         view["max_total_tokens"] = int(limit)
     return view

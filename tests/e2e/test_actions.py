@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cli.main import cli
 from local import dify_standin as dify
 from local.cloud_tasks_standin import CloudTasksStandIn
+from local.emulator import free_port
 from local.sheets_standin import SheetsStandIn
 from shared.adapters.queue_control import PAUSE_KIND
 from shared.adapters.store import spend_totals
@@ -367,12 +368,18 @@ def http_server(handler: type[BaseHTTPRequestHandler], host: str) -> Iterator[st
         server.server_close()
 
 
-def test_actions_refuse_without_a_loader_url(monkeypatch, namespace):
+def test_actions_refuse_without_a_loader_url(monkeypatch, namespace, tmp_path):
     monkeypatch.delenv("LOADER_URL", raising=False)
     for action in (["run"], ["pause"], ["resume"], ["retry", "--all"]):
         result = CliRunner().invoke(cli, ["--project", PROJECT, "--namespace", namespace, *action])
         assert result.exit_code == 1, action
         assert "no loader URL: pass --loader-url or set LOADER_URL" in result.output
+    # From .env (the local stack's), and a loader that does not answer is said plainly.
+    nobody = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / ".env").write_text(f"LOADER_URL={nobody}\n")
+    result = CliRunner().invoke(cli, ["--project", PROJECT, "--namespace", namespace, "pause"])
+    assert result.exit_code == 1
+    assert f"no answer from the loader at {nobody} (ConnectError)" in result.output
 
 
 @pytest.mark.parametrize("who", ["user", "service_account"])
