@@ -25,6 +25,7 @@ import click
 from google.api_core import exceptions as gexc
 from rich.console import Console
 
+from cli.actions import register, spend_line, spend_status
 from cli.export import with_rows_not_run, write_csv, write_jsonl
 from cli.render import failures_table, follow, retrying_table, safe, status_table
 from cli.session import Commands, Session, pass_session
@@ -118,6 +119,7 @@ def status(session: Session, as_json: bool, window: float, failures: int) -> Non
         for r in waiting
     ]
     queue = session.queue_state()
+    spend = spend_status(report, state)
     if as_json:
         click.echo(
             json.dumps(
@@ -126,6 +128,7 @@ def status(session: Session, as_json: bool, window: float, failures: int) -> Non
                     "latest_failures": failed,
                     "retrying": retrying,
                     "queue": queue,
+                    "spend": spend,
                 },
                 ensure_ascii=False,
                 default=str,
@@ -134,6 +137,7 @@ def status(session: Session, as_json: bool, window: float, failures: int) -> Non
     else:
         console = Console()
         console.print(status_table(state))
+        console.print(safe(spend_line(spend)), highlight=False)
         if failed:
             console.print(failures_table(failed))
         if retrying:
@@ -142,8 +146,7 @@ def status(session: Session, as_json: bool, window: float, failures: int) -> Non
             line = f"queue {safe(queue['queue'])}: {safe(queue['state'])}"
             if queue["state"] == "PAUSED":
                 line += (
-                    f" — {safe(queue['paused_reason'])}. Fix the cause, then run the loader "
-                    "with resume=true"
+                    f" — {safe(queue['paused_reason'])}. Fix the cause, then `dify-batch resume`"
                 )
             console.print(line, style="bold red" if queue["state"] == "PAUSED" else None)
     if state.empty:
@@ -244,6 +247,9 @@ def export(
             click.echo(f"no {only} rows in {session.target.where}", err=True)
         else:
             raise click.ClickException(session.no_rows())
+
+
+register(cli)  # run, pause, resume, retry, show (cli/actions.py)
 
 
 def main() -> None:

@@ -65,7 +65,8 @@ class QueueControl:
         parts = self._queue.split("/")  # projects/P/locations/L/queues/Q
         project, location, queue = parts[1], parts[3], parts[5]
         return (
-            "resume it with the loader option resume=true, or: gcloud tasks queues resume "
+            "resume it with `dify-batch resume` (the loader option resume=true, which also "
+            "checks the spend limit), or: gcloud tasks queues resume "
             f"{queue} --location {location} --project {project}"
         )
 

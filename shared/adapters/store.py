@@ -9,6 +9,7 @@ are retried with backoff.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +46,13 @@ RUNS_KIND = "dify_batch_loader_runs"  # per sheet: when the loader last ran
 # kind...), with why, so `export` holds every sheet row. At most this many are kept.
 NOT_RUN_KIND = "dify_batch_rows_not_run"
 MAX_NOT_RUN = 10_000
+
+# The spend counter: tokens charged by finished rows, per workflow, spread over shards. Every
+# finish at the queue's concurrency adds to it; one entity would take them all in turn (a
+# Datastore entity sustains about one write a second), so each finish adds to one shard of
+# SPEND_SHARDS, picked at random, and a total is one small query over the shards.
+SPEND_KIND = "dify_batch_spend"
+SPEND_SHARDS = 20
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
 UNINDEXED = ("inputs", "result", "error", "last_error")
 
@@ -278,8 +286,21 @@ class StatusStore:
         left): TransientError after that. A value Datastore refuses raises PermanentError.
         """
 
+        tokens = int(changes.get("total_tokens") or 0)
+
         def work(txn: datastore.Transaction) -> bool:
-            entity = self._client.get(self.key(row_id), transaction=txn)
+            # A finished run's tokens go to the spend counter in the same transaction as its
+            # outcome, read in the same lookup: charged exactly when the outcome is written.
+            shard = None
+            if tokens:  # a random shard spreads the writes; nothing secret about it
+                shard = self._spend_shard_key(random.randrange(SPEND_SHARDS))  # noqa: S311
+            found = {
+                e.key.kind: e
+                for e in self._client.get_multi(
+                    [self.key(row_id), *([shard] if shard else [])], transaction=txn
+                )
+            }
+            entity = found.get(KIND)
             if entity is None:
                 return False
             if claim_id is not None and (
@@ -291,6 +312,12 @@ class StatusStore:
             entity.update(changes, claim_id=None, lease_expires_at=None, updated_at=self._clock())
             entity.exclude_from_indexes.update(k for k in changes if k in UNINDEXED)
             txn.put(entity)
+            if shard is not None:
+                counter = found.get(SPEND_KIND) or datastore.Entity(shard)
+                name = f"w:{entity.get('workflow') or ''}"  # one property per workflow
+                counter[name] = int(counter.get(name) or 0) + tokens
+                counter.exclude_from_indexes = set(counter.keys())
+                txn.put(counter)
             return True
 
         try:
@@ -302,6 +329,14 @@ class StatusStore:
                 f"Datastore refused the outcome: {type(exc).__name__}: {clip(str(exc))}",
                 code="not_storable",
             ) from None
+
+    def _spend_shard_key(self, shard: int) -> datastore.Key:
+        key: datastore.Key = self._client.key(SPEND_KIND, f"{shard:02d}")
+        return key
+
+    def spend_totals(self) -> dict[str, int]:
+        """Tokens charged so far, per workflow ("" for rows that name none)."""
+        return self._retrying(lambda: spend_totals(self._client))
 
     # -- the loader's side -------------------------------------------------------------------
 
@@ -621,6 +656,16 @@ def _finished(entity: datastore.Entity) -> Finished:
     )
 
 
+def spend_totals(client: datastore.Client) -> dict[str, int]:
+    """Tokens charged so far per workflow: the sum over the counter's shards (one query)."""
+    totals: dict[str, int] = {}
+    for shard in client.query(kind=SPEND_KIND).fetch():
+        for name, value in shard.items():
+            if name.startswith("w:"):
+                totals[name[2:]] = totals.get(name[2:], 0) + int(value or 0)
+    return totals
+
+
 def _still_as_expected(entity: datastore.Entity, t: Transition) -> bool:
     if entity.get("status") != t.expect_status or int(entity.get("generation") or 0) != (
         t.expect_generation
@@ -705,6 +750,15 @@ class StatusReport:
             query.order = ["-attempts"]
             found += [r for r in (_plain(e) for e in query.fetch(limit=limit)) if r.get("error")]
         return found[:limit]
+
+    def row(self, row_id: str) -> dict[str, Any] | None:
+        """One row's whole record, or None when no entity has that id."""
+        entity = self._client.get(self._client.key(KIND, row_id))
+        return _plain(entity) if entity is not None else None
+
+    def charged(self) -> dict[str, int]:
+        """Tokens the worker charged so far, per workflow (the spend counter)."""
+        return spend_totals(self._client)
 
     def latest_failures(self, limit: int) -> list[dict[str, Any]]:
         query = self._query(Status.FAILED.value)

@@ -13,6 +13,8 @@ onto these classes.
 
 from __future__ import annotations
 
+from shared.core.spend import SPEND_CODE
+
 
 class BatchError(Exception):
     """Base class of every error this project raises on purpose."""
@@ -80,3 +82,16 @@ class SheetError(PermanentError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="sheet_error")
+
+
+class SpendLimitReached(AppWideError):
+    """The batch has spent its tokens (MAX_TOTAL_TOKENS): pause like an app-wide failure until
+    the operator raises the limit and resumes. The row is not charged an attempt."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            code=SPEND_CODE,
+            remedy="raise MAX_TOTAL_TOKENS (or the workflow's max_total_tokens), then resume "
+            "(dify-batch resume)",
+        )

@@ -26,13 +26,15 @@ class LoadOptions:
     reprocess_changed: bool = False
     resume: bool = False  # resume a paused queue first (after the operator fixed the cause)
     write_back_only: bool = False  # only write finished rows' outcomes into the sheet
+    pause: bool = False  # only pause the queue(s) (the operator's `dify-batch pause`)
+    retry_ids: frozenset[str] = frozenset()  # these FAILED rows run again (`dify-batch retry`)
 
 
 @dataclass(frozen=True)
 class Enqueue:
     row_id: str
     generation: int
-    reason: str  # new, lost_task, expired_lease, retry_failed, reprocess_changed
+    reason: str  # new, lost_task, expired_lease, retry_failed, retry_selected, reprocess_changed
     workflow: str = ""  # whose queue the task goes to ("": the default)
 
 
@@ -145,6 +147,8 @@ def plan(
                 )
             elif options.retry_failed and row.status is Status.FAILED:
                 requeue(row, "retry_failed", _reset(row, attempts=0))
+            elif row.status is Status.FAILED and row.row_id in options.retry_ids:
+                requeue(row, "retry_selected", _reset(row, attempts=0))
             else:
                 result.skipped[row.status.value] += 1
         elif row.status is Status.PROCESSING:

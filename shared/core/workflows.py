@@ -33,6 +33,7 @@ class _Spec(BaseModel):
     timeout_minutes: float | None = Field(default=None, gt=0, le=29)
     workflow_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,100}$")
     input_columns: dict[str, str] = Field(default_factory=dict)
+    max_total_tokens: int = Field(default=0, ge=0)  # this workflow's spend limit; 0: none
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Workflow:
     response_mode: Literal["blocking", "streaming"] | None = None
     timeout_minutes: float | None = None
     input_columns: dict[str, str] = field(default_factory=dict)  # header -> variable
+    max_total_tokens: int = 0  # this workflow's spend limit (MAX_TOTAL_TOKENS is the sheet's)
 
 
 def run_url(endpoint: str, workflow_id: str | None) -> str:
@@ -93,6 +95,7 @@ def parse_workflows(text: str) -> dict[str, Workflow]:
             response_mode=parsed.response_mode,
             timeout_minutes=parsed.timeout_minutes,
             input_columns=dict(parsed.input_columns),
+            max_total_tokens=parsed.max_total_tokens,
         )
     return workflows
 

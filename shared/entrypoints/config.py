@@ -40,6 +40,9 @@ class CommonSettings(BaseSettings):
     workflow_column: str | None = None
     default_workflow: str | None = None
     input_columns: str | None = None
+    # The spend limit: tokens every finished row of this sheet (namespace) may charge in all,
+    # counted by the worker; reached, the batch pauses until it is raised. 0: no limit.
+    max_total_tokens: int = Field(default=0, ge=0)
 
     @property
     def dify_timeout_seconds(self) -> float:

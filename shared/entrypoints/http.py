@@ -87,7 +87,15 @@ def worker_answer(outcome: WorkerOutcome) -> Answer:
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-OPTION_NAMES = ("dry_run", "retry_failed", "reprocess_changed", "resume", "write_back_only")
+OPTION_NAMES = (
+    "dry_run",
+    "retry_failed",
+    "reprocess_changed",
+    "resume",
+    "write_back_only",
+    "pause",
+)
+MAX_RETRY_IDS = 10_000
 
 
 def _flag(name: str, value: Any, *, in_query: bool) -> bool | str:
@@ -115,6 +123,9 @@ def parse_load_options(request: flask.Request) -> LoadOptions | Answer:
             )
         if not isinstance(body, dict):
             return json_answer({"error": "the body must be a JSON object of options"}, 400)
+    retry_ids = _retry_ids(body.pop("retry_ids", None))
+    if isinstance(retry_ids, str):
+        return json_answer({"error": retry_ids}, 400)
     sources = [(dict(request.args.items()), True), (body, False)]
     unknown = sorted({str(k) for given, _ in sources for k in given} - set(OPTION_NAMES))
     if unknown:
@@ -140,7 +151,23 @@ def parse_load_options(request: flask.Request) -> LoadOptions | Answer:
                     400,
                 )
             values[name] = flag
-    return LoadOptions(**values)
+    return LoadOptions(**values, retry_ids=retry_ids)
+
+
+def _retry_ids(value: Any) -> frozenset[str] | str:
+    """The body's `retry_ids` (FAILED rows to run again), or what is wrong with it."""
+    if value is None:
+        return frozenset()
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_RETRY_IDS
+        or not all(isinstance(i, str) and i.strip() for i in value)
+    ):
+        return (
+            f"retry_ids must be a JSON list of at most {MAX_RETRY_IDS:,} row ids (non-empty "
+            'strings), like {"retry_ids": ["r001", "r002"]}'
+        )
+    return frozenset(value)
 
 
 def loader_answer(report: LoadReport) -> Answer:

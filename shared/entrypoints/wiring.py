@@ -25,6 +25,7 @@ from shared.adapters.dify import WorkflowClient
 from shared.adapters.secrets import ApiKey, SecretReader, checked_key
 from shared.adapters.store import StatusStore
 from shared.core.errors import ConfigError
+from shared.core.spend import SpendLimits
 from shared.core.workflows import (
     DEFAULT_NAME,
     Routing,
@@ -148,6 +149,16 @@ def routing(settings: WorkerSettings | LoaderSettings) -> Routing:
     )
 
 
+def spend_limits(settings: CommonSettings, routes: Routing) -> SpendLimits:
+    """MAX_TOTAL_TOKENS and each workflow's `max_total_tokens` (0: none)."""
+    return SpendLimits(
+        total=settings.max_total_tokens,
+        workflows={
+            w.name: w.max_total_tokens for w in routes.workflows.values() if w.max_total_tokens
+        },
+    )
+
+
 def timeout_of(settings: CommonSettings, workflow: Workflow) -> float:
     return (workflow.timeout_minutes or settings.dify_api_timeout_minutes) * 60
 
@@ -199,6 +210,7 @@ def _build_worker() -> WorkerService:
         # The claim covers the longest workflow's run; each run ends by its own timeout.
         lease_seconds=longest + settings.timeout_margin_seconds,
         queue=queue,
+        spend_limits=spend_limits(settings, routes),
     )
 
 
@@ -374,6 +386,7 @@ def _build_loader() -> LoaderService:
         input_forms=input_forms,
         routing=routes,
         sheet_key=sheet_key,
+        spend_limits=spend_limits(settings, routes),
     )
 
 

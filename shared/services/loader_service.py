@@ -17,6 +17,7 @@ from shared.core.form_check import Variable, check_row, missing_required, unknow
 from shared.core.model import NewRow, Status
 from shared.core.planning import Enqueue, LoadOptions, count_reasons, plan
 from shared.core.rows import InvalidRow, ParsedSheet, RowFilter, SheetRow, parse_rows
+from shared.core.spend import SPEND_CODE, SpendLimits, limit_reached
 from shared.core.workflows import Routing, route
 from shared.core.write_back import (
     ResultColumns,
@@ -59,6 +60,7 @@ class LoadReport:
     queue: dict[str, Any] = field(default_factory=dict)
     input_check: dict[str, Any] = field(default_factory=dict)
     write_back: dict[str, Any] = field(default_factory=dict)
+    spend: dict[str, Any] = field(default_factory=dict)  # with a spend limit: tokens so far
     finished_since_last_run: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
@@ -95,6 +97,7 @@ class LoaderService:
         input_forms: Mapping[str, FormReader] | None = None,
         routing: Routing | None = None,
         sheet_key: str = "",
+        spend_limits: SpendLimits | None = None,
         clock: Callable[[], datetime] = utcnow,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -110,6 +113,7 @@ class LoaderService:
         self._input_forms = input_forms or {}
         self._routing = routing
         self._sheet_key = sheet_key
+        self._spend_limits = spend_limits or SpendLimits()
         self._clock = clock
         self._timer = timer
 
@@ -117,6 +121,11 @@ class LoaderService:
         started = self._timer()
         run_started = self._clock()
         queue_state = self._queue_state(options)
+        if options.pause:  # the operator's pause: nothing else
+            report = LoadReport(dry_run=options.dry_run, queue=queue_state)
+            report.elapsed_s = round(self._timer() - started, 3)
+            self._log(report)
+            return report
         header, body = self._sheet.read()
         rows_read = 0
         known = self._known_result_headers()
@@ -181,6 +190,16 @@ class LoaderService:
             except BatchError as exc:
                 log.warning("the list of rows not run was not recorded: %s", exc.describe())
         report.queue = queue_state
+        if self._spend_limits.active:
+            report.spend = {
+                "tokens_so_far": sum(self._store.spend_totals().values()),
+                "max_total_tokens": self._spend_limits.total,
+                **(
+                    {"workflow_limits": dict(self._spend_limits.workflows)}
+                    if self._spend_limits.workflows
+                    else {}
+                ),
+            }
         report.elapsed_s = round(self._timer() - started, 3)
         self._log(report)
         return report
@@ -418,18 +437,50 @@ class LoaderService:
         """The queue's state for the summary (with several workflows, `queues` holds each
         one's); paused queues are resumed first when asked (never in a dry run, which changes
         nothing). The loader never resumes a queue by itself."""
-        state = self._one_queue_state(self._queue_control, options)
+        own = set(self._other_queues)
+        default_served = [
+            name
+            for name in (self._routing.workflows if self._routing else ["default"])
+            if name not in own
+        ]
+        state = self._one_queue_state(self._queue_control, options, default_served)
         if self._other_queues:
             state["queues"] = {
-                name: self._one_queue_state(control, options)
+                name: self._one_queue_state(control, options, [name])
                 for name, control in self._other_queues.items()
             }
         return state
 
-    def _one_queue_state(self, control: QueueControl, options: LoadOptions) -> dict[str, Any]:
+    def _one_queue_state(
+        self, control: QueueControl, options: LoadOptions, workflows: list[str]
+    ) -> dict[str, Any]:
         before = control.state()
+        if options.pause:
+            if before.paused or options.dry_run:
+                return {**before.to_dict(), **({"would_pause": True} if not before.paused else {})}
+            control.pause(
+                code="operator", reason="paused by an operator (dify-batch pause)", row_id=""
+            )
+            log.warning("paused %s at an operator's request", before.queue)
+            return {**control.state().to_dict(), "paused": True}
         if not options.resume or not before.paused:
             return before.to_dict()
+        if before.code == SPEND_CODE:
+            # Resumed only once the limit allows it: else the next row would pause it again.
+            default = self._routing.default if self._routing else None
+            still = limit_reached(
+                self._store.spend_totals(),
+                self._spend_limits,
+                workflows=workflows,
+                default=default or "default",
+            )
+            if still:
+                return {
+                    **before.to_dict(),
+                    "resumed": False,
+                    "resume_refused": f"{still}; raise MAX_TOTAL_TOKENS (or the workflow's "
+                    "max_total_tokens) and redeploy, then resume",
+                }
         if options.dry_run:
             return {**before.to_dict(), "would_resume": True}
         control.resume()

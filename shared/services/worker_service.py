@@ -14,9 +14,16 @@ from typing import Any, Protocol
 from shared.adapters.logs import get_logger
 from shared.adapters.store import StatusStore, result_budget_bytes
 from shared.core.claims import Answer, ClaimVerdict, decide_after_error
-from shared.core.errors import AppWideError, BatchError, PermanentError, TransientError
+from shared.core.errors import (
+    AppWideError,
+    BatchError,
+    PermanentError,
+    SpendLimitReached,
+    TransientError,
+)
 from shared.core.model import Status, WorkflowRun
 from shared.core.redact import scrub
+from shared.core.spend import SpendLimits, limit_reached
 from shared.core.text import storable, storable_value
 
 # The final write must end this long before the lease does, so no other delivery can take the
@@ -72,8 +79,10 @@ class WorkerService:
         default_workflow: str = "default",
         queue: Callable[[str], QueuePauser | None] = lambda _name: None,
         clock: Callable[[], float] = time.monotonic,
+        spend_limits: SpendLimits | None = None,
     ) -> None:
         self._store = store
+        self._spend_limits = spend_limits or SpendLimits()
         self._workflows = workflows
         self._default = default_workflow
         self._max_attempts = max_attempts
@@ -154,6 +163,7 @@ class WorkerService:
                     "the stored inputs are not a JSON object; fix the entity or re-run the loader",
                     code="bad_inputs",
                 )
+            spent = self._spend_before(name)
             run = workflow.run(row.inputs, deadline=claimed_at + workflow.timeout_s)
             changes = _succeeded(run, json.dumps(row.inputs, ensure_ascii=False))
             if row.error and changes["status"] == Status.SUCCESS:
@@ -164,7 +174,43 @@ class WorkerService:
             log.exception("unexpected error running row %s", row_id)
             unexpected = TransientError(f"unexpected {type(exc).__name__}", code="internal")
             return self._record_error(row_id, claim_id, attempt, unexpected, write_deadline)
-        return self._record_run(row_id, claim_id, attempt, run, changes, write_deadline)
+        outcome = self._record_run(row_id, claim_id, attempt, run, changes, write_deadline)
+        if spent is not None and outcome.result in (TaskResult.SUCCEEDED, TaskResult.FAILED):
+            self._spend_after(row_id, attempt, name, row.workflow or "", spent, run.total_tokens)
+        return outcome
+
+    def _spend_before(self, workflow: str) -> dict[str, int] | None:
+        """With a spend limit: the tokens charged so far (one query of the counter's shards),
+        or SpendLimitReached when the limit is reached already. Without one: None, no read."""
+        if not self._spend_limits.active:
+            return None
+        spent = self._store.spend_totals()
+        reason = limit_reached(
+            spent, self._spend_limits, workflows=[workflow], default=self._default
+        )
+        if reason:
+            raise SpendLimitReached(reason)
+        return spent
+
+    def _spend_after(
+        self,
+        row_id: str,
+        attempt: int,
+        workflow: str,
+        counted_as: str,
+        spent: dict[str, int],
+        tokens: int | None,
+    ) -> None:
+        """Pause as soon as this row's tokens reach the limit. Rows charged meanwhile by other
+        instances are not re-read here: the next row's check sees them."""
+        if not tokens:
+            return
+        after = {**spent, counted_as: spent.get(counted_as, 0) + tokens}
+        reason = limit_reached(
+            after, self._spend_limits, workflows=[workflow], default=self._default
+        )
+        if reason:
+            self._pause(row_id, attempt, SpendLimitReached(reason), workflow)
 
     def _write(
         self, row_id: str, claim_id: str | None, changes: dict[str, Any], deadline: float
@@ -273,16 +319,27 @@ class WorkerService:
         """Every row would fail like this one: stop the queue (that workflow's) rather than
         fail them all."""
         queue = self._queue(workflow or self._default)
+        spend = isinstance(error, SpendLimitReached)
         if queue is None:
             done = "no queue is configured (TASKS_QUEUE), so nothing was paused"
         else:
             try:
-                queue.pause(code=error.code, reason=error.describe(), row_id=row_id)
+                reason = error.message if spend else error.describe()
+                queue.pause(code=error.code, reason=reason, row_id=row_id)
                 done = f"the queue is paused; {queue.resume_hint()}"
             except TransientError as exc:
                 done = f"pausing the queue failed ({exc.describe()})"
+        if spend:  # the alert's line (event name is a contract)
+            log.error(
+                "%s. To do: %s; %s",
+                error.message,
+                error.remedy,
+                done,
+                extra={"event": "spend_limit_reached", "row_id": row_id, "workflow": workflow},
+            )
         log.error(
-            "Dify fails every row alike: %s. To do: %s. Rows are not charged for it; %s",
+            "%s: %s. To do: %s. Rows are not charged for it; %s",
+            "the spend limit is reached" if spend else "Dify fails every row alike",
             error.describe(),
             error.remedy,
             done,

@@ -14,7 +14,9 @@ import pytest
 from local import dify_standin as dify
 from local.cloud_tasks_standin import CloudTasksStandIn
 from local.sheets_standin import SheetsStandIn
+from shared.adapters.store import spend_totals
 from shared.core.model import KIND
+from shared.entrypoints import wiring
 from tests.conftest import PROJECT
 from tests.support.servers import serve_function
 
@@ -174,3 +176,53 @@ def test_a_wrong_key_pauses_only_its_workflows_queue(monkeypatch, namespace, ds_
     assert {e["workflow"] for e in pending} == {"math"}
     assert all(e["attempts"] == 0 for e in pending)
     assert len(apps["math"].run_calls()) <= CAPS["math"]  # one wave at most
+
+
+def with_math_limit(apps, tokens):
+    settings = json.loads(workflows_json(apps))
+    settings["math"]["max_total_tokens"] = tokens
+    return json.dumps(settings)
+
+
+def test_a_workflows_own_spend_limit_pauses_only_its_queue_until_raised(
+    monkeypatch, namespace, ds_client, apps
+):
+    sheets, queue = start(monkeypatch, namespace, apps, SHEET[:-1])
+    monkeypatch.setenv("WORKFLOWS", with_math_limit(apps, 2 * 123))  # 123 tokens a run
+    math_queue = f"projects/{PROJECT}/locations/asia-northeast3/queues/math"
+    try:
+        with serve_function("worker/main.py", "process_row") as worker_url:
+            monkeypatch.setenv("WORKER_URL", worker_url)
+            with serve_function("loader/main.py", "load_sheet") as loader_url:
+                httpx.post(loader_url, timeout=120)
+                wait_for(
+                    lambda: (
+                        queue.paused == {math_queue}
+                        and statuses(ds_client)["PENDING"] + statuses(ds_client)["SUCCESS"] == 16
+                        and not statuses(ds_client)["PROCESSING"]
+                        and not queue.in_flight()
+                        and len(apps["essay"].run_calls()) == 7
+                    )
+                )
+                math_done = len(apps["math"].run_calls())
+                refused = httpx.post(loader_url, json={"resume": True}, timeout=120).json()
+                monkeypatch.setenv("WORKFLOWS", with_math_limit(apps, 100 * 123))
+                wiring.reset()  # a redeploy with the raised limit
+                resumed = httpx.post(loader_url, json={"resume": True}, timeout=120).json()
+                wait_for(lambda: statuses(ds_client) == Counter({"SUCCESS": 16}))
+    finally:
+        queue.stop()
+        sheets.stop()
+    # The other workflows ran to the end; math stopped at its limit (its 2 rows in flight at
+    # most past it), and its queue alone stayed paused until the limit was raised.
+    assert 2 <= math_done <= 4
+    math_state = refused["queue"]["queues"]["math"]
+    assert math_state["state"] == "PAUSED"
+    assert math_state["paused_code"] == "spend_limit"
+    assert math_state["resume_refused"].startswith("spend limit reached: ")
+    assert "of 246 tokens (workflow 'math')" in math_state["resume_refused"]
+    assert refused["queue"]["state"] == "RUNNING"
+    assert resumed["queue"]["queues"]["math"]["resumed"] is True
+    assert len(apps["math"].run_calls()) == 6  # no math row ran twice
+    counter = spend_totals(ds_client)
+    assert counter == {"math": 6 * 123, "essay": 7 * 123, "translate": 3 * 123}

@@ -41,6 +41,7 @@ LOCAL_ONLY = {
     "GOOGLE_SHEETS_CREDENTIALS_FILE",
     "DIFY_API_KEY",
     "LOCAL_MAX_CONCURRENT_DISPATCHES",
+    "LOADER_URL",  # the operator's CLI
 }
 
 
@@ -407,6 +408,7 @@ def test_a_dispatch_deadline_under_15_seconds_is_refused():
         "dify_max_response_bytes",
         "worker_concurrency",
         "max_attempts",
+        "max_total_tokens",
     ],
 )
 def test_settings_the_code_parses_as_integers_must_be_whole_numbers(name):
@@ -918,3 +920,13 @@ def test_alert_policies_wait_for_new_log_metrics_to_reach_monitoring():
     assert "google_logging_metric.row_outcomes" in sleep["triggers"]["metrics"]
     depends = resources("google_monitoring_alert_policy")["logs"]["depends_on"]
     assert depends == ["${time_sleep.log_metrics_available}"]
+
+
+def test_the_spend_limit_reaches_both_functions_and_each_workflow():
+    assert defaults()["max_total_tokens"] == 0
+    assert locals_()["common_env"]["MAX_TOTAL_TOKENS"] == "${tostring(var.max_total_tokens)}"
+    assert "max_total_tokens = w.max_total_tokens" in locals_()["workflows_env"]
+    workflow_type = variables()["workflows"]["type"]
+    assert "max_total_tokens" in json.dumps(workflow_type)
+    conditions = " ".join(v["condition"] for v in variables()["workflows"]["validation"])
+    assert "floor(w.max_total_tokens) == w.max_total_tokens" in conditions

@@ -18,6 +18,7 @@ module "dify_batch_processor" {
   dify_response_mode                  = var.dify_response_mode
   timeout_margin_seconds              = var.timeout_margin_seconds
   max_attempts                        = var.max_attempts
+  max_total_tokens                    = var.max_total_tokens
   uncharged_deliveries                = var.uncharged_deliveries
   max_concurrent_dispatches           = var.max_concurrent_dispatches
   max_dispatches_per_second           = var.max_dispatches_per_second

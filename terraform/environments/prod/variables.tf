@@ -94,6 +94,12 @@ variable "max_attempts" {
   default     = null
 }
 
+variable "max_total_tokens" {
+  type        = number
+  description = "Spend limit (MAX_TOTAL_TOKENS): tokens the sheet's finished rows may charge in all; reached, the batch pauses until it is raised and resumed. 0: no limit."
+  default     = null
+}
+
 variable "uncharged_deliveries" {
   type        = number
   description = "Deliveries a task may use beyond max_attempts: those that find Dify at capacity (no run started, no attempt charged), duplicates and Datastore hiccups."
@@ -271,8 +277,9 @@ variable "workflows" {
     timeout_minutes           = optional(number)
     workflow_id               = optional(string)
     input_columns             = optional(map(string), {})
+    max_total_tokens          = optional(number, 0)
   }))
-  description = "Several Dify workflows, name -> { endpoint, api_key_secret_id, max_concurrent_dispatches, response_mode?, timeout_minutes?, workflow_id?, input_columns? }."
+  description = "Several Dify workflows, name -> { endpoint, api_key_secret_id, max_concurrent_dispatches, response_mode?, timeout_minutes?, workflow_id?, input_columns?, max_total_tokens? }."
   default     = null
 }
 

@@ -47,6 +47,7 @@ locals {
       timeout_minutes   = w.timeout_minutes
       workflow_id       = w.workflow_id
       input_columns     = w.input_columns
+      max_total_tokens  = w.max_total_tokens
     }
   })
   routing_env = {
@@ -62,6 +63,7 @@ locals {
     DIFY_API_TIMEOUT_MINUTES = tostring(var.dify_api_timeout_minutes)
     TIMEOUT_MARGIN_SECONDS   = tostring(var.timeout_margin_seconds)
     MAX_ATTEMPTS             = tostring(var.max_attempts)
+    MAX_TOTAL_TOKENS         = tostring(var.max_total_tokens)
     LOG_LEVEL                = var.log_level
   }
 }

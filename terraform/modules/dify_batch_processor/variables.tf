@@ -177,6 +177,17 @@ variable "max_attempts" {
   }
 }
 
+variable "max_total_tokens" {
+  type        = number
+  description = "Spend limit (MAX_TOTAL_TOKENS): tokens the sheet's finished rows may charge in all. Reached, the worker pauses the batch until the limit is raised and the batch resumed (dify-batch resume). 0: no limit."
+  default     = 0
+  nullable    = false
+  validation {
+    condition     = var.max_total_tokens >= 0 && floor(var.max_total_tokens) == var.max_total_tokens
+    error_message = "max_total_tokens must be a whole number of at least 0 (0: no limit)."
+  }
+}
+
 variable "uncharged_deliveries" {
   type        = number
   description = "Deliveries a task may use beyond max_attempts: those that find Dify at capacity (no run started, no attempt charged), duplicates and Datastore hiccups. With the queue's backoff (10 s doubling to 600 s), 20 cover about 3 hours of a full Dify."
@@ -490,8 +501,9 @@ variable "workflows" {
     timeout_minutes           = optional(number)
     workflow_id               = optional(string)
     input_columns             = optional(map(string), {})
+    max_total_tokens          = optional(number, 0)
   }))
-  description = "Several Dify workflows, name -> settings; each gets its own queue (name_prefix-name) with its own max_concurrent_dispatches, and its own key secret. Empty: the single workflow of dify_api_endpoint / dify_api_key_secret_id / max_concurrent_dispatches."
+  description = "Several Dify workflows, name -> settings (max_total_tokens: that workflow's spend limit, 0: none); each gets its own queue (name_prefix-name) with its own max_concurrent_dispatches, and its own key secret. Empty: the single workflow of dify_api_endpoint / dify_api_key_secret_id / max_concurrent_dispatches."
   default     = {}
   nullable    = false
   validation {
@@ -505,6 +517,10 @@ variable "workflows" {
   validation {
     condition     = alltrue([for w in values(var.workflows) : w.max_concurrent_dispatches >= 1 && w.max_concurrent_dispatches <= 5000 && floor(w.max_concurrent_dispatches) == w.max_concurrent_dispatches])
     error_message = "each workflow's max_concurrent_dispatches must be a whole number from 1 to 5000."
+  }
+  validation {
+    condition     = alltrue([for w in values(var.workflows) : w.max_total_tokens >= 0 && floor(w.max_total_tokens) == w.max_total_tokens])
+    error_message = "each workflow's max_total_tokens must be a whole number of at least 0 (0: no limit)."
   }
 }
 
