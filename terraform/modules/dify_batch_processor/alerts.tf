@@ -1,6 +1,6 @@
 # Alert policies: what needs a person, sent to var.notification_channels (none: the incidents
-# still open in the console's Alerting page, but nobody is told). The README's "Alerts" says what
-# each one means and what to do; the same text travels with every notification.
+# still open in the console's Alerting page, but nobody is told). docs/operations.md ("Alerts")
+# says what each one means and what to do; the same text travels with every notification.
 
 # Log-based metrics counting the log lines the alerts watch (the worker's and the loader's JSON
 # lines, shared/adapters/logs.py).

@@ -119,7 +119,7 @@ variable "dify_api_endpoint" {
 
 variable "dify_api_key_secret_id" {
   type        = string
-  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform). With workflows it may be empty; when moving from the single workflow to workflows, keep it: the workflow that uses the same secret then keeps the grant it had (README, Upgrading from one workflow to several)."
+  description = "Secret Manager secret id holding the Dify app's API key (create it with gcloud first; its value never passes through Terraform). With workflows it may be empty; when moving from the single workflow to workflows, keep it: the workflow that uses the same secret then keeps the grant it had (docs/operations.md, Upgrading from one workflow to several)."
   default     = ""
   nullable    = false
   validation {
