@@ -36,12 +36,14 @@ from shared.core.errors import (
     PermanentError,
     TransientError,
 )
-from shared.core.form_check import Variable, parse_form
+from shared.core.form_check import FormError, Variable, parse_form, without_blanks
 from shared.core.model import WorkflowRun
 from shared.core.outcomes import (
     STILL_RUNNING,
     classify_http_error,
     classify_stream_error,
+    concurrency_limit,
+    limit_of_one_streaming,
     parse_run,
     paused_for_human_input,
 )
@@ -51,11 +53,16 @@ log = get_logger("dify")
 # Dify pings every 10 s while a streamed workflow runs; a longer silence means the connection
 # is gone, and the run is then looked up instead.
 STREAM_READ_TIMEOUT_S = 30.0
+# A streamed request Dify refuses stays silent (one ping, then nothing for ~300 s); one that
+# sends no `workflow_started` in this long is asked again in blocking mode, which tells why.
+STREAM_START_WAIT_S = STREAM_READ_TIMEOUT_S
 # How often a lost run is looked up: quickly at first, then every 10 s.
 LOOKUP_FIRST_WAIT_S = 1.0
 LOOKUP_MAX_WAIT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 _ERROR_BODY_BYTES = 64 * 1024
+# An input form is a few KB; a bigger answer is not one (and is not read into memory whole).
+MAX_FORM_BYTES = 1024 * 1024
 # Events whose size counts against the cap: the ones whose content is kept.
 _KEPT_EVENTS = frozenset({"workflow_finished", "error", "workflow_paused", "workflow_started"})
 _EVENT_BOUNDARY = re.compile(rb"\r?\n\r?\n")
@@ -194,12 +201,16 @@ class WorkflowClient:
         """
         if deadline is None:
             deadline = self._clock() + self._timeout_s
-        body = {"inputs": inputs, "response_mode": self._mode, "user": self._user}
+        body = {"inputs": without_blanks(inputs), "response_mode": self._mode, "user": self._user}
         started = _Started()
         try:
             if self._mode == "streaming":
                 return self._run_streaming(body, deadline, started)
             return self._run_blocking(body, deadline)
+        except CapacityError as exc:
+            if self._mode == "streaming" and concurrency_limit(exc.message) == 1:
+                raise limit_of_one_streaming(exc) from None
+            raise
         except BatchError as exc:
             if isinstance(exc, AppWideError) and exc.bad_key:
                 self._api_key.forget()  # it may have been rotated: read it again next time
@@ -320,6 +331,8 @@ class WorkflowClient:
         except httpx.PoolTimeout:
             raise _pool_busy() from None
         except httpx.TimeoutException as exc:
+            if started.run_id is None and self._clock() < deadline:
+                return self._never_started(body, deadline)
             if started.run_id is None or self._clock() >= deadline:
                 self._stop(started)
                 raise self._timed_out("no answer from Dify") from None
@@ -361,6 +374,35 @@ class WorkflowClient:
                 "Dify's stream ended before its workflow started (cut off)", code="cut_off"
             )
         raise _StreamLost("the stream ended before workflow_finished")
+
+    def _never_started(self, body: dict[str, Any], deadline: float) -> WorkflowRun:
+        """The stream stayed silent past STREAM_START_WAIT_S without `workflow_started`.
+
+        Dify 1.x answers a streamed request at once (200, one ping) and hands the run to its
+        Celery worker, which checks the inputs first (`_prepare_user_inputs`) and creates the
+        run only if they pass: a refused input is never told on the stream, only in Dify's
+        log, and no run exists (nothing to look up or stop). The same request in blocking
+        mode is checked the same way, synchronously, and answers 400 with the reason before
+        any run exists: that is asked here, so the row ends with Dify's own reason at its
+        first attempt instead of timing out MAX_ATTEMPTS times.
+
+        If the blocking request runs after all (Dify took the inputs), its run is this row's
+        result. A second run then happens only if Dify's Celery queue held the streamed task
+        longer than the start wait, which is logged (and counted in the row's run id)."""
+        log.warning(
+            "Dify's stream sent no workflow_started within %g s: asking in blocking mode why "
+            "(a refused input is silent in streaming mode)",
+            STREAM_START_WAIT_S,
+            extra={"event": "stream_not_started"},
+        )
+        run = self._run_blocking({**body, "response_mode": "blocking"}, deadline)
+        log.warning(
+            "Dify ran the row in blocking mode (run %s) after a silent stream; if its Celery "
+            "queue was only slow, the streamed request may run it a second time",
+            run.workflow_run_id,
+            extra={"event": "stream_not_started_ran", "workflow_run_id": run.workflow_run_id},
+        )
+        return run
 
     # -- a lost stream: look the run up, do not start it again ---------------------------------
 
@@ -433,40 +475,78 @@ def api_base(endpoint: str) -> str:
 
 
 class FormClient:
-    """Reads the workflow's input form (`GET /v1/parameters`) with the app's key."""
+    """Reads the workflow's input form (`GET /v1/parameters`) with the app's key.
 
-    def __init__(self, *, http: httpx.Client, endpoint: str, api_key: ApiKey) -> None:
+    The answer is read up to MAX_FORM_BYTES and typed strictly (parse_form): a hostile or
+    broken answer (huge, nested past reason, `options: 5`, `required: "false"`) is refused
+    with a ConfigError naming the problem, never walked or misread."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.Client,
+        endpoint: str,
+        api_key: ApiKey,
+        max_bytes: int = MAX_FORM_BYTES,
+    ) -> None:
         self._http = http
         self._url = f"{api_base(endpoint)}/parameters"
         self._api_key = api_key
+        self._max_bytes = max_bytes
 
     def form(self) -> list[Variable]:
         """Raises ConfigError when the form cannot be read for good (the message says to set
-        CHECK_INPUTS=false for a Dify that hides it), TransientError to try again later."""
+        CHECK_INPUTS=false to run without the check), TransientError to try again later."""
         headers = {"Authorization": f"Bearer {self._api_key.get()}"}
         try:
-            response = self._http.get(self._url, headers=headers, timeout=30.0)
+            with self._http.stream("GET", self._url, headers=headers, timeout=30.0) as response:
+                if response.status_code == 200:
+                    return self._parse(self._read(response))
+                raw = bytearray()
+                for chunk in response.iter_bytes():
+                    raw.extend(chunk[: _ERROR_BODY_BYTES - len(raw)])
+                    if len(raw) >= _ERROR_BODY_BYTES:
+                        break
+                status, retry_after = response.status_code, response.headers.get("retry-after")
         except httpx.HTTPError as exc:
             raise _connection_error(exc) from None
-        if response.status_code == 200:
-            try:
-                return parse_form(response.json())
-            except ValueError:
-                raise TransientError(
-                    "Dify's input form (GET /v1/parameters) is not JSON", code="malformed"
-                ) from None
-        error = classify_http_error(
-            response.status_code,
-            response.text[:_ERROR_BODY_BYTES],
-            response.headers.get("retry-after"),
-        )
+        error = classify_http_error(status, raw.decode("utf-8", "replace"), retry_after)
         if isinstance(error, AppWideError) and error.bad_key:
             self._api_key.forget()
         if isinstance(error, TransientError) and not isinstance(error, AppWideError):
             raise error
-        raise ConfigError(
-            f"cannot read the workflow's input form (GET {self._url}): {error.describe()}. "
-            "Fix the Dify settings of the loader, or set CHECK_INPUTS=false to skip the check"
+        raise self._unusable(error.describe())
+
+    def _read(self, response: httpx.Response) -> bytes:
+        raw = bytearray()
+        for chunk in response.iter_bytes():
+            raw.extend(chunk)
+            if len(raw) > self._max_bytes:
+                raise self._unusable(
+                    f"the answer passed {self._max_bytes} bytes and was not read further "
+                    "(an input form is a few KB)"
+                )
+        return bytes(raw)
+
+    def _parse(self, raw: bytes) -> list[Variable]:
+        try:
+            payload = json.loads(raw)
+        except RecursionError:
+            raise self._unusable("the answer is JSON nested too deeply to read") from None
+        except ValueError:
+            raise TransientError(
+                "Dify's input form (GET /v1/parameters) is not JSON", code="malformed"
+            ) from None
+        try:
+            return parse_form(payload)
+        except FormError as exc:
+            raise self._unusable(f"the answer is not an input form: {exc.message}") from None
+
+    def _unusable(self, problem: str) -> ConfigError:
+        return ConfigError(
+            f"cannot read the workflow's input form (GET {self._url}): {problem}. Fix the Dify "
+            "settings of the loader (endpoint, key), or set CHECK_INPUTS=false to run the rows "
+            "without checking them first"
         )
 
 
