@@ -158,7 +158,7 @@ def limit_of_one_streaming(error: CapacityError) -> AppWideError:
     """Dify 1.x counts a streamed request twice against the app's limit: with a limit of 1
     it refuses every one, even alone. Retrying can never help: stop the batch and say why."""
     return AppWideError(
-        error.message,
+        error.message.split(" (the app's concurrency limit", 1)[0],
         code="concurrency_limit",
         remedy="the Dify app's concurrency limit (max_active_requests) is 1, and Dify refuses "
         "every streamed request under a limit of 1: raise the app's limit to 2 or more (or 0, "

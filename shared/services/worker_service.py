@@ -296,7 +296,12 @@ class WorkerService:
             done = "no queue is configured (TASKS_QUEUE), so nothing was paused"
         else:
             try:
-                queue.pause(code=error.code, reason=error.describe(), row_id=row_id)
+                # The note the operator reads (status, the loader's answer) says what to do.
+                queue.pause(
+                    code=error.code,
+                    reason=f"{error.describe()}. To do: {error.remedy}",
+                    row_id=row_id,
+                )
                 done = f"the queue is paused; {queue.resume_hint()}"
             except TransientError as exc:
                 done = f"pausing the queue failed ({exc.describe()})"
