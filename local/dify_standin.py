@@ -405,6 +405,38 @@ def echo(body: dict[str, Any]) -> dict[str, Any]:
     return {"text": "processed: " + json.dumps(inputs, ensure_ascii=False), "inputs": inputs}
 
 
+def refusal(form: list[dict[str, Any]], inputs: dict[str, Any]) -> str | None:
+    """Dify 1.14.1's own input rules (BaseAppGenerator._validate_inputs), with its messages;
+    None when the inputs pass. File checks stop at the shape (no file is fetched)."""
+    for item in form:
+        ((control, spec),) = item.items()
+        name, value = spec["variable"], inputs.get(spec["variable"])
+        max_length = spec.get("max_length")
+        if value is None:
+            if spec.get("required"):
+                return f"{name} is required in input form"
+            continue
+        if control in ("text-input", "select", "paragraph") and not isinstance(value, str):
+            return f"(type '{control}') {name} in input form must be a string"
+        if control == "number" and isinstance(value, str) and value.strip():
+            try:
+                float(value) if "." in value else int(value)
+            except ValueError:
+                return f"{name} in input form must be a valid number"
+        if control == "select" and value not in (spec.get("options") or []):
+            return f"{name} in input form must be one of the following: {spec.get('options')}"
+        if control in ("text-input", "paragraph") and max_length and len(value) > max_length:
+            return f"{name} in input form must be less than {max_length} characters"
+        if control == "file" and not isinstance(value, dict):
+            return f"{name} in input form must be a file"
+        if control == "file-list":
+            if not isinstance(value, list) or not all(isinstance(f, dict) for f in value):
+                return f"{name} in input form must be a list of files"
+            if max_length and len(value) > max_length:
+                return f"{name} in input form must be less than {max_length} files"
+    return None
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.0"
@@ -438,6 +470,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
+        self.ping()  # Dify's first event, before its worker has started anything
 
     def event(self, payload: dict[str, Any]) -> None:
         self.wfile.write(f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode())
@@ -446,6 +479,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def ping(self) -> None:
         self.wfile.write(b"event: ping\n\n")
         self.wfile.flush()
+
+    def refuse_inputs(self, body: dict[str, Any], reason: str) -> None:
+        """As Dify 1.x: blocking, a 400 with the reason; streaming, its worker refuses the
+        inputs before any run exists, so the stream gets one ping and then nothing until it
+        is closed (the reason is only in Dify's log)."""
+        if body.get("response_mode") != "streaming":
+            self.send_json(400, {"code": "invalid_param", "message": reason, "status": 400})
+            return
+        self.start_stream()
+        self.pause(self.server.stand_in.silent_stream_s)
 
     def raw_event(self, data: str) -> None:
         self.wfile.write(f"data: {data}\n\n".encode("utf-8", "surrogatepass"))
@@ -510,7 +553,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else {}
         except ValueError:
             self.send_json(
-                400, {"code": "invalid_param", "message": "body is not JSON", "status": 400}
+                400,
+                {
+                    "code": "bad_request",
+                    "message": "The browser (or proxy) sent a request that this server could "
+                    "not understand.",
+                    "status": 400,
+                },
             )
             return
         stand_in = self.server.stand_in
@@ -535,19 +584,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not self.path.rstrip("/").endswith("/run"):
             self.send_json(404, {"code": "not_found", "message": "no such endpoint", "status": 404})
             return
-        if not isinstance(body.get("inputs"), dict) or not body.get("user"):
-            self.send_json(
-                400,
-                {
-                    "code": "invalid_param",
-                    "message": "inputs (object) and user are required",
-                    "status": 400,
-                },
+        if not body.get("user") or not isinstance(body.get("inputs"), dict):
+            message = (
+                "1 validation error for WorkflowRunPayload\ninputs\n  Input should be a valid "
+                "dictionary"
+                if body.get("user")
+                else "Arg user must be provided."
             )
+            self.send_json(400, {"code": "invalid_param", "message": message, "status": 400})
             return
         if not stand_in.take_slot():
             # Dify checks its app's limit before the run starts; no run, no run id.
             concurrency_limit(stand_in.limit_status, stand_in.max_active_requests).write(self, body)
+            return
+        refused = refusal(stand_in.form, body["inputs"])
+        if refused is not None:
+            try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.refuse_inputs(body, refused)
+            finally:
+                stand_in.running(-1)
             return
         try:
             # The client may give up first: timeouts are part of what tests exercise.
@@ -575,6 +631,7 @@ class DifyStandIn:
     form: list[dict[str, Any]] = field(default_factory=list)
     max_active_requests: int = 0  # 0: unlimited, Dify's self-hosted default
     limit_status: int = 400  # how a refusal past the limit is answered: 400 (1.x) or 429
+    silent_stream_s: float = 300.0  # how long a stream of refused inputs stays open, silent
     behaviour: Callable[[], Reply] = field(default=finish)
     calls: list[Call] = field(default_factory=list)
     replies: deque[Reply] = field(default_factory=deque)
@@ -587,6 +644,7 @@ class DifyStandIn:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> detail
     _task_runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # task -> (run, user)
     _seen: set[str] = field(default_factory=set)
+    stopped_runs: set[str] = field(default_factory=set)  # run ids a stop call reached
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> DifyStandIn:
         server = _Server((host, port), _RequestHandler)
@@ -644,7 +702,8 @@ class DifyStandIn:
     def register(self, run_id: str, task_id: str, body: dict[str, Any]) -> None:
         detail = {
             **_run_data({}, "running", None, run_id),
-            "inputs": body.get("inputs"),
+            # Dify answers the inputs as JSON text, with its sys.* keys.
+            "inputs": json.dumps({**(body.get("inputs") or {}), "sys.user_id": body.get("user")}),
             "outputs": None,
             "finished_at": None,
         }
@@ -658,10 +717,12 @@ class DifyStandIn:
                 self.runs[run_id] = {**self.runs[run_id], **data}
 
     def stop_task(self, task_id: str, user: str) -> None:
+        """Noted in `stopped_runs`; like Dify 1.14.1, the run's lookup keeps saying
+        `running` after a stop (its record is not updated)."""
         with self._lock:
             run_id, started_by = self._task_runs.get(task_id, ("", ""))
             if run_id in self.runs and started_by == user:
-                self.runs[run_id] = {**self.runs[run_id], "status": "stopped"}
+                self.stopped_runs.add(run_id)
 
     def run_detail(self, run_id: str) -> dict[str, Any] | None:
         with self._lock:
