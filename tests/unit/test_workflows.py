@@ -22,7 +22,10 @@ GOOD = {
 
 def test_workflows_are_read_with_a_pinned_version():
     workflows = parse_workflows(json.dumps(GOOD))
-    assert workflows["math"].endpoint == "https://api.dify.ai/v1/workflows/3c90c3cc-0d44-4b50-8888-8dd25736052a/run"
+    assert (
+        workflows["math"].endpoint
+        == "https://api.dify.ai/v1/workflows/3c90c3cc-0d44-4b50-8888-8dd25736052a/run"
+    )
     assert workflows["math"].input_columns == {"질문": "problem"}
     assert workflows["essay"].api_key == "app-essay-key"
 
