@@ -1,13 +1,31 @@
 """A local STAND-IN of Dify's workflow API, for tests and demos (never deployed).
 
-Speaks the wire format of Dify 1.x as its server answers (not only as documented):
-`POST /v1/workflows/run` (and `/v1/workflows/{id}/run`) with a Bearer key, answering blocking
-JSON or a server-sent event stream with pings every `ping_interval` seconds (10 s like Dify);
+Speaks the wire format of Dify 1.x as its server answers (not only as documented), checked
+against Dify 1.14.1's own server by tests/dify_server/test_conformance.py (status, error
+`code`, answer shape, stream event order): `POST /v1/workflows/run` (and
+`/v1/workflows/{id}/run`) with a Bearer key, answering blocking JSON or a server-sent event
+stream that opens with a ping; inputs checked against `form` with Dify's own rules and
+messages (blocking: 400 `invalid_param`; streaming: one ping, then silence, as Dify does);
 `GET /v1/workflows/run/{id}`, which knows every run started here, also those whose stream was
-lost; and `POST /v1/workflows/tasks/{id}/stop`, which requires the `user` that started the run.
+lost (after a stop it keeps saying `running`, as Dify 1.14.1 does); and
+`POST /v1/workflows/tasks/{id}/stop`, which requires the `user` that started the run.
 With `max_active_requests` set, runs past it are refused the way released 1.x servers do
 (400 `invalid_param` "Too many requests...") or newer ones (429, `limit_status=429`).
 Tests script its answers one call at a time (`replies`), or set a default `behaviour`.
+
+Where it differs from Dify 1.14.1's server, on purpose (faults and timings that server cannot
+be made to produce, or that would make tests slow):
+- Scripted faults: cut-off answers, non-JSON bodies, HTML 429s, `error` events, hangs,
+  trickled bytes, huge or hostile answers, upstream model errors, human-input pauses.
+- Pings every `ping_interval` while a run lasts; Dify sends one when the stream opens only.
+- A refused input's silent stream lasts `silent_stream_s` (Dify: about 300 s).
+- Outputs are made up (`echo`), the run takes `latency`; nothing is executed.
+- The limit counts requests in flight; Dify 1.x counts a streamed request twice, so with a
+  limit of 1 it refuses every streamed request (`max_active_requests=1` here lets one run).
+- Files are checked for their shape only: no file is fetched, so no host-down or
+  detected-type refusal unless scripted.
+- The last event of a streamed run is preceded by `node_finished` and an unknown event only
+  (Dify also sends node_started, text_chunk and more).
 
     python -m local.dify_standin --port 8090 --api-key app-local --latency 0.5
 """
