@@ -218,7 +218,13 @@ def quota_exceeded() -> Reply:
 
 
 UPSTREAM_ERRORS = {
-    "rate_limit": "[openai] Rate Limit Error, Error code: 429 - You exceeded your current quota",
+    "rate_limit": "[openai] Rate Limit Error, Error code: 429 - Rate limit reached for gpt-4o "
+    "on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000.",
+    # A used-up quota comes as a rate-limit error too (OpenAI: 429 `insufficient_quota`).
+    "quota": "[openai] Rate Limit Error, Error code: 429 - {'error': {'message': 'You exceeded "
+    "your current quota, please check your plan and billing details.', 'type': "
+    "'insufficient_quota', 'param': None, 'code': 'insufficient_quota'}}",
+    "credentials": "[openai] Incorrect model credentials provided, please check and try again.",
     "connection": "[anthropic] Connection Error, Connection error.",
     "unavailable": "[openai] Server Unavailable Error, The server is overloaded",
 }

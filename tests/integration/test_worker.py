@@ -932,3 +932,84 @@ def wait_until(predicate, seconds: float = 30.0) -> None:
     while not predicate():
         assert time.monotonic() < end, "condition not reached"
         time.sleep(0.05)
+
+
+# -- what Dify's own server revealed (issue #17; tests/dify_server has them against it) ------
+
+
+def test_a_403_without_difys_json_fails_only_its_row(tasks_queue, store, ds_client, dify_server):
+    add_row(store)
+    dify_server.script(dify.http_error(403, "", "", html=True))  # a firewall's own page
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "failed")
+    row = entity(ds_client)
+    assert row["status"] == "FAILED"
+    assert row["error"].startswith("forbidden_by_proxy:")
+    assert tasks_queue.calls_of("PauseQueue") == []
+
+
+@pytest.mark.parametrize("kind", ["credentials", "quota"])
+@pytest.mark.parametrize("via", ["http", "run"])
+def test_a_failure_known_from_a_runs_text_pauses_only_when_a_second_row_meets_it(
+    tasks_queue, store, ds_client, dify_server, kind, via
+):
+    """The text can echo the row's own cells: one row alone is retried as its own failure;
+    a second, different row failing the same way pauses the batch."""
+    message = dify.UPSTREAM_ERRORS[kind]
+    reply = (
+        dify.finish(status="failed", error=message)
+        if via == "run"
+        else dify.http_error(400, "completion_request_error", message)
+    )
+    add_row(store, "row-1")
+    add_row(store, "row-2")
+    dify_server.script(reply, reply, reply)
+    with serve_function("worker/main.py", "process_row") as url:
+        first = deliver(url, {"id": "row-1"})
+        again = deliver(url, {"id": "row-1"})  # the same row again: still its own
+        assert (first.json()["outcome"], again.json()["outcome"]) == ("retry", "retry")
+        assert tasks_queue.calls_of("PauseQueue") == []
+        second = deliver(url, {"id": "row-2"})
+    assert (second.status_code, second.json()["outcome"]) == (503, "paused")
+    assert tasks_queue.calls_of("PauseQueue") == [QUEUE]
+    assert entity(ds_client, "row-2")["attempts"] == 0  # a pause charges nothing
+    code = "provider_credentials" if kind == "credentials" else "provider_quota"
+    assert entity(ds_client, "row-2")["error"].startswith(code)
+
+
+def test_a_file_host_that_is_down_is_retried(worker_url, store, ds_client, dify_server):
+    add_row(store)
+    dify_server.script(
+        dify.http_error(
+            400, "invalid_param", "Reached maximum retries (3) for URL http://files.example/a.pdf"
+        )
+    )
+    response = deliver(worker_url)
+    assert (response.status_code, response.json()["outcome"]) == (500, "retry")
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("PENDING", 1)
+    assert row["error"].startswith("file_unreachable:")
+
+
+def test_a_refused_input_in_streaming_mode_fails_at_once_with_difys_reason(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    """Dify answers the stream with one ping and silence; the worker asks again in blocking
+    mode, where Dify refuses before any run exists, and records its reason."""
+    monkeypatch.setattr("shared.adapters.dify.STREAM_READ_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("shared.adapters.dify.STREAM_START_WAIT_S", 1.0)
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", "streaming")
+    monkeypatch.setenv("DIFY_API_TIMEOUT_MINUTES", "1")
+    dify_server.form = [{"select": {"variable": "lang", "required": False, "options": ["ko"]}}]
+    add_row(store, inputs={"lang": "fr", "blank": ""})
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "failed")
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("FAILED", 1)
+    assert "lang in input form must be one of the following: ['ko']" in row["error"]
+    modes = [c.body["response_mode"] for c in dify_server.run_calls()]
+    assert modes == ["streaming", "blocking"]
+    assert all("blank" not in c.body["inputs"] for c in dify_server.run_calls())
+    assert not entity(ds_client).get("workflow_run_id")
