@@ -88,15 +88,17 @@ def finish(
     status: str = "succeeded",
     error: str | None = None,
     delay: float = 0.0,
+    opened: bool = False,
 ) -> Reply:
     """A run that takes the stand-in's latency (plus `delay`) and ends with `status`, answered
-    blocking or streamed as the request asked."""
+    blocking or streamed as the request asked (`opened`: on a stream already started)."""
 
     def write(h: _RequestHandler, body: dict[str, Any]) -> None:
         run_id, task_id = h.new_run(body)
         data = _run_data(outputs if outputs is not None else echo(body), status, error, run_id)
         if body.get("response_mode") == "streaming":
-            h.start_stream()
+            if not opened:
+                h.start_stream()
             h.event(
                 {
                     "event": "workflow_started",
@@ -123,6 +125,18 @@ def finish(
             h.send_json(200, {"workflow_run_id": run_id, "task_id": task_id, "data": data})
 
     return Reply(write, f"finish:{status}")
+
+
+def slow_start(seconds: float) -> Reply:
+    """A streamed run that starts late, as when Dify's worker is busy: a ping, silence for
+    `seconds`, then the run as `finish` would send it."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        h.start_stream()
+        h.pause(seconds)
+        finish(opened=True).write(h, body)
+
+    return Reply(write, "slow_start")
 
 
 def lost_stream(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ipaddress
 import json
 import re
 import socket
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from httpx_sse import EventSource
@@ -36,7 +38,15 @@ from shared.core.errors import (
     PermanentError,
     TransientError,
 )
-from shared.core.form_check import FormError, Variable, parse_form, without_blanks
+from shared.core.form_check import (
+    FormError,
+    Variable,
+    detected_type,
+    parse_form,
+    refusal,
+    remote_files,
+    without_blanks,
+)
 from shared.core.model import WorkflowRun
 from shared.core.outcomes import (
     STILL_RUNNING,
@@ -56,6 +66,9 @@ STREAM_READ_TIMEOUT_S = 30.0
 # A streamed request Dify refuses stays silent (one ping, then nothing for ~300 s); one that
 # sends no `workflow_started` in this long is asked again in blocking mode, which tells why.
 STREAM_START_WAIT_S = STREAM_READ_TIMEOUT_S
+# The form used to tell a refused input from a slow start is read again after this long.
+FORM_TTL_S = 300.0
+FILE_PROBE_TIMEOUT_S = 10.0
 # How often a lost run is looked up: quickly at first, then every 10 s.
 LOOKUP_FIRST_WAIT_S = 1.0
 LOOKUP_MAX_WAIT_S = 10.0
@@ -103,6 +116,63 @@ class _Watchdog:
         self._timer.cancel()
 
 
+class _StreamMonitor:
+    """Watches a stream from another thread (a read timeout would close the connection, and
+    a streamed request whose run has not started yet cannot be found again):
+    - no `workflow_started` after STREAM_START_WAIT_S: asks `refused()` whether Dify refuses
+      these inputs (then no run exists or ever will) and if so shuts the socket, so the
+      reader can ask Dify in blocking mode for its reason; otherwise keeps waiting (Dify's
+      worker may only be busy: asking again would run the row twice);
+    - after `workflow_started`, STREAM_READ_TIMEOUT_S without a byte: shuts the socket, and
+      the run is looked up instead."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        started: _Started,
+        refused: Callable[[], str | None],
+        clock: Callable[[], float],
+    ) -> None:
+        stream = response.extensions.get("network_stream")
+        self._socket = stream.get_extra_info("socket") if stream is not None else None
+        self._started, self._refused, self._clock = started, refused, clock
+        self._opened = self._last = clock()
+        self._done = threading.Event()
+        self.refusal: str | None = None
+        self.idle = False
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="stream-monitor")
+
+    def touch(self) -> None:
+        self._last = self._clock()
+
+    def _watch(self) -> None:
+        checked = False
+        while not self._done.wait(0.25):
+            now = self._clock()
+            if self._started.run_id is None:
+                if not checked and now - self._opened >= STREAM_START_WAIT_S:
+                    checked = True
+                    self.refusal = self._refused()
+                    if self.refusal is not None:
+                        return self._shut()
+            elif now - self._last >= STREAM_READ_TIMEOUT_S:
+                self.idle = True
+                return self._shut()
+        return None
+
+    def _shut(self) -> None:
+        if isinstance(self._socket, socket.socket) and not self._done.is_set():
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> _StreamMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+
 class _EventText:
     """What EventSource reads (headers, iter_text), with a cap on what is kept: the final
     event (or an error) may not pass `limit` bytes, while progress events (text chunks, node
@@ -116,8 +186,10 @@ class _EventText:
         limit: int,
         started: _Started,
         on_too_large: Callable[[], None],
+        on_bytes: Callable[[], None] = lambda: None,
     ) -> None:
         self.headers = response.headers
+        self._on_bytes = on_bytes
         self._response = response
         self._limit = limit
         self._ceiling = max(8 * limit, 16 * 1024 * 1024)
@@ -129,6 +201,7 @@ class _EventText:
         event = b""  # the start of the event being received: enough to name it
         size = 0  # its bytes so far
         for chunk in self._response.iter_bytes():
+            self._on_bytes()
             first, *rest = _EVENT_BOUNDARY.split(chunk)
             event, size = event + first[: 200 - len(event)], size + len(first)
             for part in rest:  # each boundary ends an event and starts the next
@@ -188,6 +261,8 @@ class WorkflowClient:
         self._clock = clock
         self._sleep = sleep
         self._base = api_base(endpoint)
+        self._form_lock = threading.Lock()
+        self._form_cache: tuple[float, list[Variable]] | None = None
 
     @property
     def timeout_s(self) -> float:
@@ -315,28 +390,35 @@ class WorkflowClient:
                     self._endpoint,
                     json=body,
                     headers=headers,
-                    timeout=self._timeout(deadline, STREAM_READ_TIMEOUT_S),
+                    timeout=self._timeout(deadline),
                 ) as response,
                 _Watchdog(response, deadline - self._clock()) as watchdog,
+                _StreamMonitor(
+                    response, started, lambda: self._dify_refuses(body["inputs"]), self._clock
+                ) as monitor,
             ):
                 try:
                     if response.status_code != 200:
                         raise self._error_from(response)
-                    return self._read_stream(response, started)
+                    return self._read_stream(response, started, monitor)
                 except (httpx.HTTPError, TransientError, _StreamLost):
                     if watchdog.fired:
                         self._stop(started)
                         raise self._timed_out("the workflow did not finish") from None
+                    if monitor.refusal is not None:
+                        raise _Refused(monitor.refusal) from None
+                    if monitor.idle:
+                        raise _StreamLost(
+                            f"the stream sent nothing for {STREAM_READ_TIMEOUT_S:g} s"
+                        ) from None
                     raise
+        except _Refused as refused:
+            return self._never_started(body, deadline, refused.reason)
         except httpx.PoolTimeout:
             raise _pool_busy() from None
-        except httpx.TimeoutException as exc:
-            if started.run_id is None and self._clock() < deadline:
-                return self._never_started(body, deadline)
-            if started.run_id is None or self._clock() >= deadline:
-                self._stop(started)
-                raise self._timed_out("no answer from Dify") from None
-            return self._look_up(started, deadline, f"the stream went silent ({exc!r})")
+        except httpx.TimeoutException:
+            self._stop(started)
+            raise self._timed_out("no answer from Dify") from None
         except _StreamLost as lost:
             return self._look_up(started, deadline, lost.reason)
         except httpx.HTTPError as exc:
@@ -344,11 +426,15 @@ class WorkflowClient:
                 return self._look_up(started, deadline, f"the stream broke ({type(exc).__name__})")
             raise _connection_error(exc) from None
 
-    def _read_stream(self, response: httpx.Response, started: _Started) -> WorkflowRun:
+    def _read_stream(
+        self, response: httpx.Response, started: _Started, monitor: _StreamMonitor
+    ) -> WorkflowRun:
         if "text/event-stream" not in response.headers.get("content-type", ""):
             # Some proxies and Dify versions answer a streaming call with one JSON document.
             return parse_run(self._read_json(response))
-        text = _EventText(response, self._max_bytes, started, lambda: self._stop(started))
+        text = _EventText(
+            response, self._max_bytes, started, lambda: self._stop(started), monitor.touch
+        )
         for sse in EventSource(cast(httpx.Response, text)).iter_sse():
             if sse.event == "ping" or not sse.data.strip():
                 continue
@@ -375,34 +461,81 @@ class WorkflowClient:
             )
         raise _StreamLost("the stream ended before workflow_finished")
 
-    def _never_started(self, body: dict[str, Any], deadline: float) -> WorkflowRun:
-        """The stream stayed silent past STREAM_START_WAIT_S without `workflow_started`.
+    def _never_started(self, body: dict[str, Any], deadline: float, why: str) -> WorkflowRun:
+        """Dify refuses these inputs, and said so on the stream only by silence.
 
         Dify 1.x answers a streamed request at once (200, one ping) and hands the run to its
         Celery worker, which checks the inputs first (`_prepare_user_inputs`) and creates the
-        run only if they pass: a refused input is never told on the stream, only in Dify's
-        log, and no run exists (nothing to look up or stop). The same request in blocking
-        mode is checked the same way, synchronously, and answers 400 with the reason before
-        any run exists: that is asked here, so the row ends with Dify's own reason at its
-        first attempt instead of timing out MAX_ATTEMPTS times.
-
-        If the blocking request runs after all (Dify took the inputs), its run is this row's
-        result. A second run then happens only if Dify's Celery queue held the streamed task
-        longer than the start wait, which is logged (and counted in the row's run id)."""
+        run only if they pass: a refused input is told only in Dify's log, and no run exists.
+        The same request in blocking mode is checked the same way, synchronously, and answered
+        400 with the reason before any run exists: that is asked here, so the row ends with
+        Dify's own words at its first attempt. It is asked only when Dify's own rules (the
+        form, the files' hosts) say the inputs are refused: a stream that is only slow to
+        start (Dify's worker busy) is waited for, never asked again, so no row runs twice."""
         log.warning(
-            "Dify's stream sent no workflow_started within %g s: asking in blocking mode why "
-            "(a refused input is silent in streaming mode)",
+            "Dify's stream sent no workflow_started within %g s and Dify refuses the inputs "
+            "(%s): asking in blocking mode for its reason",
             STREAM_START_WAIT_S,
-            extra={"event": "stream_not_started"},
+            why,
+            extra={"event": "stream_refused"},
         )
-        run = self._run_blocking({**body, "response_mode": "blocking"}, deadline)
-        log.warning(
-            "Dify ran the row in blocking mode (run %s) after a silent stream; if its Celery "
-            "queue was only slow, the streamed request may run it a second time",
-            run.workflow_run_id,
-            extra={"event": "stream_not_started_ran", "workflow_run_id": run.workflow_run_id},
-        )
-        return run
+        return self._run_blocking({**body, "response_mode": "blocking"}, deadline)
+
+    def _dify_refuses(self, inputs: dict[str, Any]) -> str | None:
+        """Why Dify refuses these inputs, by its own rules, or None when it takes them (or when
+        that cannot be told: the stream is then waited for)."""
+        form = self._form()
+        if form is None:
+            return None
+        reason = refusal(form, inputs)
+        if reason is not None:
+            return reason
+        for file in remote_files(form, inputs):
+            reason = self._file_refusal(file)
+            if reason is not None:
+                return reason
+        return None
+
+    def _form(self) -> list[Variable] | None:
+        """The app's input form, read once per FORM_TTL_S (a new published version may change
+        it); None when it cannot be read."""
+        now = self._clock()
+        with self._form_lock:
+            if self._form_cache is not None and now - self._form_cache[0] < FORM_TTL_S:
+                return self._form_cache[1]
+        try:
+            form = FormClient(
+                http=self._http, endpoint=self._endpoint, api_key=self._api_key
+            ).form()
+        except BatchError as exc:
+            log.warning("could not read the input form: %s", exc.describe())
+            return None
+        with self._form_lock:
+            self._form_cache = (now, form)
+        return form
+
+    def _file_refusal(self, file: dict[str, Any]) -> str | None:
+        """What Dify's file factory meets first for a remote file: a HEAD to its host (retried
+        by Dify; down = "Reached maximum retries"), then the type it detects from the name and
+        content type, which must equal the `type` sent (the service API checks strictly)."""
+        url = str(file.get("url") or "")
+        if not _probe_allowed(url):
+            return None
+        name = unquote(urlsplit(url).path).rsplit("/", 1)[-1]
+        content_type = ""
+        try:
+            head = self._http.head(url, follow_redirects=True, timeout=FILE_PROBE_TIMEOUT_S)
+        except httpx.HTTPError:
+            return f"Reached maximum retries for URL {url} (its host does not answer)"
+        if head.status_code == 200:
+            disposition = head.headers.get("content-disposition") or ""
+            found = re.search(r'filename="?([^";]+)"?', disposition)
+            name = unquote(found.group(1)).rsplit("/", 1)[-1] if found else name
+            content_type = head.headers.get("content-type") or ""
+        detected = detected_type(name, content_type)
+        if detected != file.get("type"):
+            return "Detected file type does not match the specified type. Please verify the file."
+        return None
 
     # -- a lost stream: look the run up, do not start it again ---------------------------------
 
@@ -548,6 +681,25 @@ class FormClient:
             "settings of the loader (endpoint, key), or set CHECK_INPUTS=false to run the rows "
             "without checking them first"
         )
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _probe_allowed(url: str) -> bool:
+    """The worker asks a file's host for its headers only over http(s), and never the cloud's
+    metadata server or other link-local addresses (whatever a sheet cell says)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host or host.startswith("metadata"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_link_local
+    except ValueError:
+        return True
 
 
 class _StreamLost(Exception):

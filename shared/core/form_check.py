@@ -12,6 +12,7 @@ file type it detects from the host's answer) is left to Dify.
 from __future__ import annotations
 
 import json
+import mimetypes
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -244,3 +245,78 @@ def _refusal(v: Variable, value: str, sent: dict[str, Any]) -> str | None:
             files.append(made)
         sent[v.name] = files if v.control == "file-list" else files[0]
     return None
+
+
+def refusal(form: Sequence[Variable], inputs: dict[str, Any]) -> str | None:
+    """Why Dify 1.14.1 would refuse these inputs as sent (its own rules and words, from
+    BaseAppGenerator._validate_inputs and the file factory), or None. What needs the file's
+    host (its detected type, whether it answers) is not judged here."""
+    for v in form:
+        value = inputs.get(v.name)
+        if value is None:
+            if v.required:
+                return f"{v.name} is required in input form"
+            continue
+        if v.control in ("text-input", "select", "paragraph") and not isinstance(value, str):
+            return f"(type '{v.control}') {v.name} in input form must be a string"
+        if (
+            v.control == "number"
+            and isinstance(value, str)
+            and value.strip()
+            and _number_error(value)
+        ):
+            return f"{v.name} in input form must be a valid number"
+        if v.control == "select" and value not in v.options:
+            return f"{v.name} in input form must be one of the following: {list(v.options)}"
+        if v.control in TEXT_CONTROLS and v.max_length and len(value) > v.max_length:
+            return f"{v.name} in input form must be less than {v.max_length} characters"
+        if v.control == "json_object" and value and not isinstance(value, dict):
+            return f"{v.name} in input form must be a dict"
+        files = [value] if v.control == "file" else value if v.control == "file-list" else None
+        if files is None:
+            continue
+        if v.control == "file" and not isinstance(value, dict):
+            return f"{v.name} in input form must be a file"
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            return f"{v.name} in input form must be a list of files"
+        if v.control == "file-list" and v.max_length and len(files) > v.max_length:
+            return f"{v.name} in input form must be less than {v.max_length} files"
+        for f in files:
+            kind = f.get("type") or "custom"
+            if v.file_types and kind not in v.file_types and "custom" not in v.file_types:
+                return f"File validation failed for file: {f.get('url')}"
+            if v.upload_methods and f.get("transfer_method") not in v.upload_methods:
+                return f"File validation failed for file: {f.get('url')}"
+    return None
+
+
+def remote_files(form: Sequence[Variable], inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The remote-URL file objects among the inputs (Dify fetches their headers first)."""
+    found: list[dict[str, Any]] = []
+    for v in form:
+        value = inputs.get(v.name)
+        items = value if isinstance(value, list) else [value]
+        if v.control in FILE_CONTROLS:
+            found += [
+                f for f in items if isinstance(f, dict) and f.get("transfer_method") == "remote_url"
+            ]
+    return found
+
+
+def detected_type(name: str, content_type: str) -> str:
+    """The file type Dify detects for a remote file, from the name it settles on (the URL's, or
+    the host's Content-Disposition) and its MIME type (guessed from that name, else the host's
+    Content-Type): graphon's standardize_file_type after file_factory's extension choice."""
+    mime = mimetypes.guess_type(name)[0] or content_type.split(";")[0].strip()
+    extension = mimetypes.guess_extension(mime) if mime else None
+    if not extension:
+        extension = "." + name.rsplit(".", 1)[-1] if "." in name else ".bin"
+    kind = _detected(extension.lstrip(".").lower())
+    if kind is not None:
+        return kind
+    for marker, guess in (("image", "image"), ("video", "video"), ("audio", "audio")):
+        if marker in mime:
+            return guess
+    if "text" in mime or "pdf" in mime:
+        return "document"
+    return "custom"

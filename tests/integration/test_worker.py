@@ -1013,3 +1013,21 @@ def test_a_refused_input_in_streaming_mode_fails_at_once_with_difys_reason(
     assert modes == ["streaming", "blocking"]
     assert all("blank" not in c.body["inputs"] for c in dify_server.run_calls())
     assert not entity(ds_client).get("workflow_run_id")
+
+
+def test_a_stream_slow_to_start_is_waited_for_not_asked_again(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    """No workflow_started yet, but Dify takes these inputs (its worker is only busy): asking
+    again would run the row twice, so the stream is waited for."""
+    monkeypatch.setattr("shared.adapters.dify.STREAM_START_WAIT_S", 0.5)
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", "streaming")
+    monkeypatch.setenv("DIFY_API_TIMEOUT_MINUTES", "1")
+    dify_server.form = [{"select": {"variable": "lang", "required": True, "options": ["ko"]}}]
+    add_row(store, inputs={"lang": "ko"})
+    dify_server.script(dify.slow_start(2.5))
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "succeeded")
+    assert [c.body["response_mode"] for c in dify_server.run_calls()] == ["streaming"]
+    assert [c.path for c in dify_server.calls if c.path.endswith("/parameters")] != []
