@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from shared.core.form_check import parse_form, refusal
+
 Handler = Callable[["_RequestHandler", dict[str, Any]], None]
 
 
@@ -443,38 +445,6 @@ def echo(body: dict[str, Any]) -> dict[str, Any]:
     return {"text": "processed: " + json.dumps(inputs, ensure_ascii=False), "inputs": inputs}
 
 
-def refusal(form: list[dict[str, Any]], inputs: dict[str, Any]) -> str | None:
-    """Dify 1.14.1's own input rules (BaseAppGenerator._validate_inputs), with its messages;
-    None when the inputs pass. File checks stop at the shape (no file is fetched)."""
-    for item in form:
-        ((control, spec),) = item.items()
-        name, value = spec["variable"], inputs.get(spec["variable"])
-        max_length = spec.get("max_length")
-        if value is None:
-            if spec.get("required"):
-                return f"{name} is required in input form"
-            continue
-        if control in ("text-input", "select", "paragraph") and not isinstance(value, str):
-            return f"(type '{control}') {name} in input form must be a string"
-        if control == "number" and isinstance(value, str) and value.strip():
-            try:
-                float(value) if "." in value else int(value)
-            except ValueError:
-                return f"{name} in input form must be a valid number"
-        if control == "select" and value not in (spec.get("options") or []):
-            return f"{name} in input form must be one of the following: {spec.get('options')}"
-        if control in ("text-input", "paragraph") and max_length and len(value) > max_length:
-            return f"{name} in input form must be less than {max_length} characters"
-        if control == "file" and not isinstance(value, dict):
-            return f"{name} in input form must be a file"
-        if control == "file-list":
-            if not isinstance(value, list) or not all(isinstance(f, dict) for f in value):
-                return f"{name} in input form must be a list of files"
-            if max_length and len(value) > max_length:
-                return f"{name} in input form must be less than {max_length} files"
-    return None
-
-
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.0"
@@ -635,7 +605,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             # Dify checks its app's limit before the run starts; no run, no run id.
             concurrency_limit(stand_in.limit_status, stand_in.max_active_requests).write(self, body)
             return
-        refused = refusal(stand_in.form, body["inputs"])
+        # Dify's own rules and words (shared/core/form_check.py, checked against the server).
+        refused = refusal(parse_form({"user_input_form": stand_in.form}), body["inputs"])
         if refused is not None:
             try:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from shared.core.form_check import FormError, check_row, parse_form, without_blanks
+from shared.core.form_check import (
+    FormError,
+    check_row,
+    detected_type,
+    parse_form,
+    refusal,
+    without_blanks,
+)
 
 FORM = parse_form(
     {
@@ -113,3 +120,39 @@ def test_a_hostile_form_is_refused_naming_the_problem(payload, needle):
     with pytest.raises(FormError) as caught:
         parse_form(payload)
     assert needle in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        ({}, "title is required in input form"),
+        ({"title": "t", "language": ""}, "language in input form must be one of the following"),
+        ({"title": "t", "count": "1e5"}, "count in input form must be a valid number"),
+        ({"title": "가" * 49}, "title in input form must be less than 48 characters"),
+        ({"title": "t", "doc": "https://h/a.pdf"}, "doc in input form must be a file"),
+        ({"title": "t", "pics": [{"type": "image"}] * 3}, "must be less than 2 files"),
+        ({"title": "t", "meta": "{}"}, "meta in input form must be a dict"),
+        ({"title": "t", "count": "1_000", "notes": "x" * 10}, None),
+    ],
+)
+def test_difys_own_refusal_of_inputs_as_sent(inputs, expected):
+    """What the worker uses to tell a refused streamed request from one slow to start."""
+    reason = refusal(FORM, inputs)
+    if expected is None:
+        assert reason is None
+    else:
+        assert expected in (reason or "")
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type", "kind"),
+    [
+        ("report.pdf", "application/pdf", "document"),
+        ("report", "text/plain", "document"),  # no extension: the host's type
+        ("data.bin", "text/plain", "custom"),  # the name's type wins over the host's
+        ("a.PNG", "", "image"),
+        ("clip.mp4", "", "video"),
+    ],
+)
+def test_the_file_type_dify_detects(name, content_type, kind):
+    assert detected_type(name, content_type) == kind
