@@ -91,22 +91,28 @@ class _Started:
     task_id: str | None = None
 
 
+def _shut_down(stream: Any) -> None:
+    """Shut a response's socket down from another thread: a blocked read wakes at once
+    (closing the socket would not wake it)."""
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 class _Watchdog:
     """Shuts the response's socket down when the deadline passes, which wakes a blocked read
     at once (closing the socket from another thread would not)."""
 
     def __init__(self, response: httpx.Response, seconds: float) -> None:
         self.fired = False
-        stream = response.extensions.get("network_stream")
-        self._socket = stream.get_extra_info("socket") if stream is not None else None
+        self._socket = response.extensions.get("network_stream")
         self._timer = threading.Timer(max(0.0, seconds), self._fire)
         self._timer.daemon = True
 
     def _fire(self) -> None:
         self.fired = True
-        if isinstance(self._socket, socket.socket):
-            with contextlib.suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
+        _shut_down(self._socket)
 
     def __enter__(self) -> _Watchdog:
         self._timer.start()
@@ -133,8 +139,7 @@ class _StreamMonitor:
         refused: Callable[[], str | None],
         clock: Callable[[], float],
     ) -> None:
-        stream = response.extensions.get("network_stream")
-        self._socket = stream.get_extra_info("socket") if stream is not None else None
+        self._socket = response.extensions.get("network_stream")
         self._started, self._refused, self._clock = started, refused, clock
         self._opened = self._last = clock()
         self._done = threading.Event()
@@ -161,9 +166,8 @@ class _StreamMonitor:
         return None
 
     def _shut(self) -> None:
-        if isinstance(self._socket, socket.socket) and not self._done.is_set():
-            with contextlib.suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
+        if not self._done.is_set():
+            _shut_down(self._socket)
 
     def __enter__(self) -> _StreamMonitor:
         self._thread.start()
