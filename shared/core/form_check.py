@@ -158,29 +158,35 @@ def _file(url: str, v: Variable) -> dict[str, Any] | str:
     """The file object Dify takes for `url`, or why Dify would refuse it.
 
     Dify (service API: strict type check) refuses a file whose `type` is not the type it
-    detects (from the name, else the host's content type), and one whose type the variable
-    does not allow unless `custom` is allowed and its extension is listed."""
+    detects (from the file's name, else the host's content type), and one whose type the
+    variable does not allow unless `custom` is allowed and its extension is listed."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return "the cell must hold an http(s) URL"
     if v.upload_methods and "remote_url" not in v.upload_methods:
         return "the workflow takes only uploaded files there, not URLs (allow `URL` in its form)"
+    name = unquote(parts.path).rsplit("/", 1)[-1]
     extension = _extension(url)
-    detected = _detected(extension)
+    if not mimetypes.guess_type(name)[0]:
+        # A name without a type Python (and so Dify) knows: Dify goes by the host's content
+        # type, which only it sees. The one concrete type the variable allows is the best
+        # guess (a text/plain answer is a document); `custom` when that is all it takes.
+        concrete = [t for t in v.file_types if t != "custom"]
+        guess = concrete[0] if concrete else "custom"
+        return {"type": guess, "transfer_method": "remote_url", "url": url}
+    detected = detected_type(name, "")
     allowed = set(v.file_types)
-    if detected is not None:
-        if not allowed or detected in allowed:
-            return {"type": detected, "transfer_method": "remote_url", "url": url}
-        if "custom" in allowed and extension in {e.lower().lstrip(".") for e in v.file_extensions}:
-            return {"type": detected, "transfer_method": "remote_url", "url": url}
-        kinds = ", ".join(sorted(allowed))
-        return f"it takes {kinds} files; {url!r} names a .{extension} file ({detected})"
-    # No extension Dify knows: its type comes from the host's content type, which only Dify
-    # sees. The one concrete type the variable allows is the best guess (a text/plain answer
-    # is a document); `custom` when that is all it takes.
-    concrete = [t for t in v.file_types if t != "custom"]
-    guess = concrete[0] if concrete else "custom"
-    return {"type": guess, "transfer_method": "remote_url", "url": url}
+    listed = {e.lower().lstrip(".") for e in v.file_extensions}
+    if not allowed or (detected in allowed and detected != "custom"):
+        return {"type": detected, "transfer_method": "remote_url", "url": url}
+    if "custom" in allowed and extension in listed:
+        return {"type": detected, "transfer_method": "remote_url", "url": url}
+    kinds = ", ".join(sorted(allowed - {"custom"})) or "custom"
+    if "custom" in allowed:
+        kinds += f" files, or ones named {', '.join(sorted(listed)) or '(no extension listed)'}"
+    else:
+        kinds += " files"
+    return f"it takes {kinds}; {url!r} names a .{extension} file ({detected})"
 
 
 def _number_error(value: str) -> bool:

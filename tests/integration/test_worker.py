@@ -1031,3 +1031,27 @@ def test_a_stream_slow_to_start_is_waited_for_not_asked_again(
     assert (response.status_code, response.json()["outcome"]) == (200, "succeeded")
     assert [c.body["response_mode"] for c in dify_server.run_calls()] == ["streaming"]
     assert [c.path for c in dify_server.calls if c.path.endswith("/parameters")] != []
+
+
+def test_a_silent_stream_whose_file_host_is_down_is_asked_again_and_retried(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    """Dify fetches a file's headers before any run: the worker does the same (HEAD) when a
+    stream stays silent, and asks in blocking mode only when the host does not answer."""
+    monkeypatch.setattr("shared.adapters.dify.STREAM_START_WAIT_S", 0.5)
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", "streaming")
+    monkeypatch.setenv("DIFY_API_TIMEOUT_MINUTES", "1")
+    dify_server.form = [{"file": {"variable": "doc", "allowed_file_types": ["document"]}}]
+    down = "http://127.0.0.1:9/report.pdf"  # nothing listens on port 9
+    add_row(
+        store, inputs={"doc": {"type": "document", "transfer_method": "remote_url", "url": down}}
+    )
+    silent = dify.Reply(lambda h, body: h.refuse_inputs(body, "unused"), "silent")
+    dify_server.script(
+        silent, dify.http_error(400, "invalid_param", f"Reached maximum retries (3) for URL {down}")
+    )
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (500, "retry")
+    assert entity(ds_client)["error"].startswith("file_unreachable:")
+    assert [c.body["response_mode"] for c in dify_server.run_calls()] == ["streaming", "blocking"]

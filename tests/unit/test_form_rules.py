@@ -156,3 +156,24 @@ def test_difys_own_refusal_of_inputs_as_sent(inputs, expected):
 )
 def test_the_file_type_dify_detects(name, content_type, kind):
     assert detected_type(name, content_type) == kind
+
+
+def test_custom_files_pass_only_with_a_listed_extension():
+    form = parse_form(
+        {
+            "user_input_form": [
+                {
+                    "file": {
+                        "variable": "f",
+                        "allowed_file_types": ["document", "custom"],
+                        "allowed_file_extensions": [".zip"],
+                    }
+                }
+            ]
+        }
+    )
+    sent, reason = check_row(form, {"f": "https://h/a.zip"})
+    assert reason is None
+    assert sent["f"]["type"] == "custom"
+    _, reason = check_row(form, {"f": "https://h/a.png"})
+    assert "or ones named zip" in (reason or "")
