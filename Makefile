@@ -13,7 +13,7 @@ TASKS_STANDIN_PORT ?= 8123
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test test-unit lint fmt setup demo demo-workflows run-local run-emulator stop-emulator \
+.PHONY: help install lock test test-unit test-dify-server lint fmt setup demo demo-workflows run-local run-emulator stop-emulator \
 	run-dify-standin run-worker test-worker run-sheets-standin run-tasks-standin run-loader \
 	test-loader bench tf-fmt tf-check tf-validate clean
 
@@ -42,6 +42,9 @@ test: $(VENV)/.installed ## Run the whole test suite (installs first if needed; 
 
 test-unit: $(VENV)/.installed ## Run only the pure-logic unit tests (no emulator, under a second)
 	$(VENV)/bin/pytest tests/unit
+
+test-dify-server: $(VENV)/.installed ## The tier against Dify 1.14.1's own server (../shared/dify-server; starts it once)
+	$(VENV)/bin/pytest -m dify_server tests/dify_server
 
 lint: $(VENV)/.installed ## ruff (lint + format check), mypy, and the layer rule of shared/ (import-linter)
 	$(VENV)/bin/ruff check .

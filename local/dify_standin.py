@@ -1,13 +1,31 @@
 """A local STAND-IN of Dify's workflow API, for tests and demos (never deployed).
 
-Speaks the wire format of Dify 1.x as its server answers (not only as documented):
-`POST /v1/workflows/run` (and `/v1/workflows/{id}/run`) with a Bearer key, answering blocking
-JSON or a server-sent event stream with pings every `ping_interval` seconds (10 s like Dify);
+Speaks the wire format of Dify 1.x as its server answers (not only as documented), checked
+against Dify 1.14.1's own server by tests/dify_server/test_conformance.py (status, error
+`code`, answer shape, stream event order): `POST /v1/workflows/run` (and
+`/v1/workflows/{id}/run`) with a Bearer key, answering blocking JSON or a server-sent event
+stream that opens with a ping; inputs checked against `form` with Dify's own rules and
+messages (blocking: 400 `invalid_param`; streaming: one ping, then silence, as Dify does);
 `GET /v1/workflows/run/{id}`, which knows every run started here, also those whose stream was
-lost; and `POST /v1/workflows/tasks/{id}/stop`, which requires the `user` that started the run.
+lost (after a stop it keeps saying `running`, as Dify 1.14.1 does); and
+`POST /v1/workflows/tasks/{id}/stop`, which requires the `user` that started the run.
 With `max_active_requests` set, runs past it are refused the way released 1.x servers do
 (400 `invalid_param` "Too many requests...") or newer ones (429, `limit_status=429`).
 Tests script its answers one call at a time (`replies`), or set a default `behaviour`.
+
+Where it differs from Dify 1.14.1's server, on purpose (faults and timings that server cannot
+be made to produce, or that would make tests slow):
+- Scripted faults: cut-off answers, non-JSON bodies, HTML 429s, `error` events, hangs,
+  trickled bytes, huge or hostile answers, upstream model errors, human-input pauses.
+- Pings every `ping_interval` while a run lasts; Dify sends one when the stream opens only.
+- A refused input's silent stream lasts `silent_stream_s` (Dify: about 300 s).
+- Outputs are made up (`echo`), the run takes `latency`; nothing is executed.
+- The limit counts requests in flight; Dify 1.x counts a streamed request twice, so with a
+  limit of 1 it refuses every streamed request (`max_active_requests=1` here lets one run).
+- Files are checked for their shape only: no file is fetched, so no host-down or
+  detected-type refusal unless scripted.
+- The last event of a streamed run is preceded by `node_finished` and an unknown event only
+  (Dify also sends node_started, text_chunk and more).
 
     python -m local.dify_standin --port 8090 --api-key app-local --latency 0.5
 """
@@ -26,6 +44,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from shared.core.form_check import parse_form, refusal
 
 Handler = Callable[["_RequestHandler", dict[str, Any]], None]
 
@@ -70,15 +90,17 @@ def finish(
     status: str = "succeeded",
     error: str | None = None,
     delay: float = 0.0,
+    opened: bool = False,
 ) -> Reply:
     """A run that takes the stand-in's latency (plus `delay`) and ends with `status`, answered
-    blocking or streamed as the request asked."""
+    blocking or streamed as the request asked (`opened`: on a stream already started)."""
 
     def write(h: _RequestHandler, body: dict[str, Any]) -> None:
         run_id, task_id = h.new_run(body)
         data = _run_data(outputs if outputs is not None else echo(body), status, error, run_id)
         if body.get("response_mode") == "streaming":
-            h.start_stream()
+            if not opened:
+                h.start_stream()
             h.event(
                 {
                     "event": "workflow_started",
@@ -105,6 +127,18 @@ def finish(
             h.send_json(200, {"workflow_run_id": run_id, "task_id": task_id, "data": data})
 
     return Reply(write, f"finish:{status}")
+
+
+def slow_start(seconds: float) -> Reply:
+    """A streamed run that starts late, as when Dify's worker is busy: a ping, silence for
+    `seconds`, then the run as `finish` would send it."""
+
+    def write(h: _RequestHandler, body: dict[str, Any]) -> None:
+        h.start_stream()
+        h.pause(seconds)
+        finish(opened=True).write(h, body)
+
+    return Reply(write, "slow_start")
 
 
 def lost_stream(
@@ -200,7 +234,13 @@ def quota_exceeded() -> Reply:
 
 
 UPSTREAM_ERRORS = {
-    "rate_limit": "[openai] Rate Limit Error, Error code: 429 - You exceeded your current quota",
+    "rate_limit": "[openai] Rate Limit Error, Error code: 429 - Rate limit reached for gpt-4o "
+    "on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000.",
+    # A used-up quota comes as a rate-limit error too (OpenAI: 429 `insufficient_quota`).
+    "quota": "[openai] Rate Limit Error, Error code: 429 - {'error': {'message': 'You exceeded "
+    "your current quota, please check your plan and billing details.', 'type': "
+    "'insufficient_quota', 'param': None, 'code': 'insufficient_quota'}}",
+    "credentials": "[openai] Incorrect model credentials provided, please check and try again.",
     "connection": "[anthropic] Connection Error, Connection error.",
     "unavailable": "[openai] Server Unavailable Error, The server is overloaded",
 }
@@ -438,6 +478,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
+        self.ping()  # Dify's first event, before its worker has started anything
 
     def event(self, payload: dict[str, Any]) -> None:
         self.wfile.write(f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode())
@@ -446,6 +487,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def ping(self) -> None:
         self.wfile.write(b"event: ping\n\n")
         self.wfile.flush()
+
+    def refuse_inputs(self, body: dict[str, Any], reason: str) -> None:
+        """As Dify 1.x: blocking, a 400 with the reason; streaming, its worker refuses the
+        inputs before any run exists, so the stream gets one ping and then nothing until it
+        is closed (the reason is only in Dify's log)."""
+        if body.get("response_mode") != "streaming":
+            self.send_json(400, {"code": "invalid_param", "message": reason, "status": 400})
+            return
+        self.start_stream()
+        self.pause(self.server.stand_in.silent_stream_s)
 
     def raw_event(self, data: str) -> None:
         self.wfile.write(f"data: {data}\n\n".encode("utf-8", "surrogatepass"))
@@ -510,7 +561,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else {}
         except ValueError:
             self.send_json(
-                400, {"code": "invalid_param", "message": "body is not JSON", "status": 400}
+                400,
+                {
+                    "code": "bad_request",
+                    "message": "The browser (or proxy) sent a request that this server could "
+                    "not understand.",
+                    "status": 400,
+                },
             )
             return
         stand_in = self.server.stand_in
@@ -535,19 +592,27 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not self.path.rstrip("/").endswith("/run"):
             self.send_json(404, {"code": "not_found", "message": "no such endpoint", "status": 404})
             return
-        if not isinstance(body.get("inputs"), dict) or not body.get("user"):
-            self.send_json(
-                400,
-                {
-                    "code": "invalid_param",
-                    "message": "inputs (object) and user are required",
-                    "status": 400,
-                },
+        if not body.get("user") or not isinstance(body.get("inputs"), dict):
+            message = (
+                "1 validation error for WorkflowRunPayload\ninputs\n  Input should be a valid "
+                "dictionary"
+                if body.get("user")
+                else "Arg user must be provided."
             )
+            self.send_json(400, {"code": "invalid_param", "message": message, "status": 400})
             return
         if not stand_in.take_slot():
             # Dify checks its app's limit before the run starts; no run, no run id.
             concurrency_limit(stand_in.limit_status, stand_in.max_active_requests).write(self, body)
+            return
+        # Dify's own rules and words (shared/core/form_check.py, checked against the server).
+        refused = refusal(parse_form({"user_input_form": stand_in.form}), body["inputs"])
+        if refused is not None:
+            try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.refuse_inputs(body, refused)
+            finally:
+                stand_in.running(-1)
             return
         try:
             # The client may give up first: timeouts are part of what tests exercise.
@@ -575,6 +640,7 @@ class DifyStandIn:
     form: list[dict[str, Any]] = field(default_factory=list)
     max_active_requests: int = 0  # 0: unlimited, Dify's self-hosted default
     limit_status: int = 400  # how a refusal past the limit is answered: 400 (1.x) or 429
+    silent_stream_s: float = 300.0  # how long a stream of refused inputs stays open, silent
     behaviour: Callable[[], Reply] = field(default=finish)
     calls: list[Call] = field(default_factory=list)
     replies: deque[Reply] = field(default_factory=deque)
@@ -587,6 +653,7 @@ class DifyStandIn:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> detail
     _task_runs: dict[str, tuple[str, str]] = field(default_factory=dict)  # task -> (run, user)
     _seen: set[str] = field(default_factory=set)
+    stopped_runs: set[str] = field(default_factory=set)  # run ids a stop call reached
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> DifyStandIn:
         server = _Server((host, port), _RequestHandler)
@@ -644,7 +711,8 @@ class DifyStandIn:
     def register(self, run_id: str, task_id: str, body: dict[str, Any]) -> None:
         detail = {
             **_run_data({}, "running", None, run_id),
-            "inputs": body.get("inputs"),
+            # Dify answers the inputs as JSON text, with its sys.* keys.
+            "inputs": json.dumps({**(body.get("inputs") or {}), "sys.user_id": body.get("user")}),
             "outputs": None,
             "finished_at": None,
         }
@@ -658,10 +726,12 @@ class DifyStandIn:
                 self.runs[run_id] = {**self.runs[run_id], **data}
 
     def stop_task(self, task_id: str, user: str) -> None:
+        """Noted in `stopped_runs`; like Dify 1.14.1, the run's lookup keeps saying
+        `running` after a stop (its record is not updated)."""
         with self._lock:
             run_id, started_by = self._task_runs.get(task_id, ("", ""))
             if run_id in self.runs and started_by == user:
-                self.runs[run_id] = {**self.runs[run_id], "status": "stopped"}
+                self.stopped_runs.add(run_id)
 
     def run_detail(self, run_id: str) -> dict[str, Any] | None:
         with self._lock:

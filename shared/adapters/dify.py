@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ipaddress
 import json
 import re
 import socket
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from httpx_sse import EventSource
@@ -36,12 +38,22 @@ from shared.core.errors import (
     PermanentError,
     TransientError,
 )
-from shared.core.form_check import Variable, parse_form
+from shared.core.form_check import (
+    FormError,
+    Variable,
+    detected_type,
+    parse_form,
+    refusal,
+    remote_files,
+    without_blanks,
+)
 from shared.core.model import WorkflowRun
 from shared.core.outcomes import (
     STILL_RUNNING,
     classify_http_error,
     classify_stream_error,
+    concurrency_limit,
+    limit_of_one_streaming,
     parse_run,
     paused_for_human_input,
 )
@@ -51,11 +63,19 @@ log = get_logger("dify")
 # Dify pings every 10 s while a streamed workflow runs; a longer silence means the connection
 # is gone, and the run is then looked up instead.
 STREAM_READ_TIMEOUT_S = 30.0
+# A streamed request Dify refuses stays silent (one ping, then nothing for ~300 s); one that
+# sends no `workflow_started` in this long is asked again in blocking mode, which tells why.
+STREAM_START_WAIT_S = STREAM_READ_TIMEOUT_S
+# The form used to tell a refused input from a slow start is read again after this long.
+FORM_TTL_S = 300.0
+FILE_PROBE_TIMEOUT_S = 10.0
 # How often a lost run is looked up: quickly at first, then every 10 s.
 LOOKUP_FIRST_WAIT_S = 1.0
 LOOKUP_MAX_WAIT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 _ERROR_BODY_BYTES = 64 * 1024
+# An input form is a few KB; a bigger answer is not one (and is not read into memory whole).
+MAX_FORM_BYTES = 1024 * 1024
 # Events whose size counts against the cap: the ones whose content is kept.
 _KEPT_EVENTS = frozenset({"workflow_finished", "error", "workflow_paused", "workflow_started"})
 _EVENT_BOUNDARY = re.compile(rb"\r?\n\r?\n")
@@ -71,22 +91,28 @@ class _Started:
     task_id: str | None = None
 
 
+def _shut_down(stream: Any) -> None:
+    """Shut a response's socket down from another thread: a blocked read wakes at once
+    (closing the socket would not wake it)."""
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 class _Watchdog:
     """Shuts the response's socket down when the deadline passes, which wakes a blocked read
     at once (closing the socket from another thread would not)."""
 
     def __init__(self, response: httpx.Response, seconds: float) -> None:
         self.fired = False
-        stream = response.extensions.get("network_stream")
-        self._socket = stream.get_extra_info("socket") if stream is not None else None
+        self._socket = response.extensions.get("network_stream")
         self._timer = threading.Timer(max(0.0, seconds), self._fire)
         self._timer.daemon = True
 
     def _fire(self) -> None:
         self.fired = True
-        if isinstance(self._socket, socket.socket):
-            with contextlib.suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
+        _shut_down(self._socket)
 
     def __enter__(self) -> _Watchdog:
         self._timer.start()
@@ -94,6 +120,61 @@ class _Watchdog:
 
     def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
+
+
+class _StreamMonitor:
+    """Watches a stream from another thread (a read timeout would close the connection, and
+    a streamed request whose run has not started yet cannot be found again):
+    - no `workflow_started` after STREAM_START_WAIT_S: asks `refused()` whether Dify refuses
+      these inputs (then no run exists or ever will) and if so shuts the socket, so the
+      reader can ask Dify in blocking mode for its reason; otherwise keeps waiting (Dify's
+      worker may only be busy: asking again would run the row twice);
+    - after `workflow_started`, STREAM_READ_TIMEOUT_S without a byte: shuts the socket, and
+      the run is looked up instead."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        started: _Started,
+        refused: Callable[[], str | None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._socket = response.extensions.get("network_stream")
+        self._started, self._refused, self._clock = started, refused, clock
+        self._opened = self._last = clock()
+        self._done = threading.Event()
+        self.refusal: str | None = None
+        self.idle = False
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="stream-monitor")
+
+    def touch(self) -> None:
+        self._last = self._clock()
+
+    def _watch(self) -> None:
+        checked = False
+        while not self._done.wait(0.25):
+            now = self._clock()
+            if self._started.run_id is None:
+                if not checked and now - self._opened >= STREAM_START_WAIT_S:
+                    checked = True
+                    self.refusal = self._refused()
+                    if self.refusal is not None:
+                        return self._shut()
+            elif now - self._last >= STREAM_READ_TIMEOUT_S:
+                self.idle = True
+                return self._shut()
+        return None
+
+    def _shut(self) -> None:
+        if not self._done.is_set():
+            _shut_down(self._socket)
+
+    def __enter__(self) -> _StreamMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
 
 
 class _EventText:
@@ -109,8 +190,10 @@ class _EventText:
         limit: int,
         started: _Started,
         on_too_large: Callable[[], None],
+        on_bytes: Callable[[], None] = lambda: None,
     ) -> None:
         self.headers = response.headers
+        self._on_bytes = on_bytes
         self._response = response
         self._limit = limit
         self._ceiling = max(8 * limit, 16 * 1024 * 1024)
@@ -122,6 +205,7 @@ class _EventText:
         event = b""  # the start of the event being received: enough to name it
         size = 0  # its bytes so far
         for chunk in self._response.iter_bytes():
+            self._on_bytes()
             first, *rest = _EVENT_BOUNDARY.split(chunk)
             event, size = event + first[: 200 - len(event)], size + len(first)
             for part in rest:  # each boundary ends an event and starts the next
@@ -181,6 +265,8 @@ class WorkflowClient:
         self._clock = clock
         self._sleep = sleep
         self._base = api_base(endpoint)
+        self._form_lock = threading.Lock()
+        self._form_cache: tuple[float, list[Variable]] | None = None
 
     @property
     def timeout_s(self) -> float:
@@ -194,12 +280,16 @@ class WorkflowClient:
         """
         if deadline is None:
             deadline = self._clock() + self._timeout_s
-        body = {"inputs": inputs, "response_mode": self._mode, "user": self._user}
+        body = {"inputs": without_blanks(inputs), "response_mode": self._mode, "user": self._user}
         started = _Started()
         try:
             if self._mode == "streaming":
                 return self._run_streaming(body, deadline, started)
             return self._run_blocking(body, deadline)
+        except CapacityError as exc:
+            if self._mode == "streaming" and concurrency_limit(exc.message) == 1:
+                raise limit_of_one_streaming(exc) from None
+            raise
         except BatchError as exc:
             if isinstance(exc, AppWideError) and exc.bad_key:
                 self._api_key.forget()  # it may have been rotated: read it again next time
@@ -304,26 +394,35 @@ class WorkflowClient:
                     self._endpoint,
                     json=body,
                     headers=headers,
-                    timeout=self._timeout(deadline, STREAM_READ_TIMEOUT_S),
+                    timeout=self._timeout(deadline),
                 ) as response,
                 _Watchdog(response, deadline - self._clock()) as watchdog,
+                _StreamMonitor(
+                    response, started, lambda: self._dify_refuses(body["inputs"]), self._clock
+                ) as monitor,
             ):
                 try:
                     if response.status_code != 200:
                         raise self._error_from(response)
-                    return self._read_stream(response, started)
+                    return self._read_stream(response, started, monitor)
                 except (httpx.HTTPError, TransientError, _StreamLost):
                     if watchdog.fired:
                         self._stop(started)
                         raise self._timed_out("the workflow did not finish") from None
+                    if monitor.refusal is not None:
+                        raise _Refused(monitor.refusal) from None
+                    if monitor.idle:
+                        raise _StreamLost(
+                            f"the stream sent nothing for {STREAM_READ_TIMEOUT_S:g} s"
+                        ) from None
                     raise
+        except _Refused as refused:
+            return self._never_started(body, deadline, refused.reason)
         except httpx.PoolTimeout:
             raise _pool_busy() from None
-        except httpx.TimeoutException as exc:
-            if started.run_id is None or self._clock() >= deadline:
-                self._stop(started)
-                raise self._timed_out("no answer from Dify") from None
-            return self._look_up(started, deadline, f"the stream went silent ({exc!r})")
+        except httpx.TimeoutException:
+            self._stop(started)
+            raise self._timed_out("no answer from Dify") from None
         except _StreamLost as lost:
             return self._look_up(started, deadline, lost.reason)
         except httpx.HTTPError as exc:
@@ -331,11 +430,15 @@ class WorkflowClient:
                 return self._look_up(started, deadline, f"the stream broke ({type(exc).__name__})")
             raise _connection_error(exc) from None
 
-    def _read_stream(self, response: httpx.Response, started: _Started) -> WorkflowRun:
+    def _read_stream(
+        self, response: httpx.Response, started: _Started, monitor: _StreamMonitor
+    ) -> WorkflowRun:
         if "text/event-stream" not in response.headers.get("content-type", ""):
             # Some proxies and Dify versions answer a streaming call with one JSON document.
             return parse_run(self._read_json(response))
-        text = _EventText(response, self._max_bytes, started, lambda: self._stop(started))
+        text = _EventText(
+            response, self._max_bytes, started, lambda: self._stop(started), monitor.touch
+        )
         for sse in EventSource(cast(httpx.Response, text)).iter_sse():
             if sse.event == "ping" or not sse.data.strip():
                 continue
@@ -361,6 +464,82 @@ class WorkflowClient:
                 "Dify's stream ended before its workflow started (cut off)", code="cut_off"
             )
         raise _StreamLost("the stream ended before workflow_finished")
+
+    def _never_started(self, body: dict[str, Any], deadline: float, why: str) -> WorkflowRun:
+        """Dify refuses these inputs, and said so on the stream only by silence.
+
+        Dify 1.x answers a streamed request at once (200, one ping) and hands the run to its
+        Celery worker, which checks the inputs first (`_prepare_user_inputs`) and creates the
+        run only if they pass: a refused input is told only in Dify's log, and no run exists.
+        The same request in blocking mode is checked the same way, synchronously, and answered
+        400 with the reason before any run exists: that is asked here, so the row ends with
+        Dify's own words at its first attempt. It is asked only when Dify's own rules (the
+        form, the files' hosts) say the inputs are refused: a stream that is only slow to
+        start (Dify's worker busy) is waited for, never asked again, so no row runs twice."""
+        log.warning(
+            "Dify's stream sent no workflow_started within %g s and Dify refuses the inputs "
+            "(%s): asking in blocking mode for its reason",
+            STREAM_START_WAIT_S,
+            why,
+            extra={"event": "stream_refused"},
+        )
+        return self._run_blocking({**body, "response_mode": "blocking"}, deadline)
+
+    def _dify_refuses(self, inputs: dict[str, Any]) -> str | None:
+        """Why Dify refuses these inputs, by its own rules, or None when it takes them (or when
+        that cannot be told: the stream is then waited for)."""
+        form = self._form()
+        if form is None:
+            return None
+        reason = refusal(form, inputs)
+        if reason is not None:
+            return reason
+        for file in remote_files(form, inputs):
+            reason = self._file_refusal(file)
+            if reason is not None:
+                return reason
+        return None
+
+    def _form(self) -> list[Variable] | None:
+        """The app's input form, read once per FORM_TTL_S (a new published version may change
+        it); None when it cannot be read."""
+        now = self._clock()
+        with self._form_lock:
+            if self._form_cache is not None and now - self._form_cache[0] < FORM_TTL_S:
+                return self._form_cache[1]
+        try:
+            form = FormClient(
+                http=self._http, endpoint=self._endpoint, api_key=self._api_key
+            ).form()
+        except BatchError as exc:
+            log.warning("could not read the input form: %s", exc.describe())
+            return None
+        with self._form_lock:
+            self._form_cache = (now, form)
+        return form
+
+    def _file_refusal(self, file: dict[str, Any]) -> str | None:
+        """What Dify's file factory meets first for a remote file: a HEAD to its host (retried
+        by Dify; down = "Reached maximum retries"), then the type it detects from the name and
+        content type, which must equal the `type` sent (the service API checks strictly)."""
+        url = str(file.get("url") or "")
+        if not _probe_allowed(url):
+            return None
+        name = unquote(urlsplit(url).path).rsplit("/", 1)[-1]
+        content_type = ""
+        try:
+            head = self._http.head(url, follow_redirects=True, timeout=FILE_PROBE_TIMEOUT_S)
+        except httpx.HTTPError:
+            return f"Reached maximum retries for URL {url} (its host does not answer)"
+        if head.status_code == 200:
+            disposition = head.headers.get("content-disposition") or ""
+            found = re.search(r'filename="?([^";]+)"?', disposition)
+            name = unquote(found.group(1)).rsplit("/", 1)[-1] if found else name
+            content_type = head.headers.get("content-type") or ""
+        detected = detected_type(name, content_type)
+        if detected != file.get("type"):
+            return "Detected file type does not match the specified type. Please verify the file."
+        return None
 
     # -- a lost stream: look the run up, do not start it again ---------------------------------
 
@@ -433,41 +612,98 @@ def api_base(endpoint: str) -> str:
 
 
 class FormClient:
-    """Reads the workflow's input form (`GET /v1/parameters`) with the app's key."""
+    """Reads the workflow's input form (`GET /v1/parameters`) with the app's key.
 
-    def __init__(self, *, http: httpx.Client, endpoint: str, api_key: ApiKey) -> None:
+    The answer is read up to MAX_FORM_BYTES and typed strictly (parse_form): a hostile or
+    broken answer (huge, nested past reason, `options: 5`, `required: "false"`) is refused
+    with a ConfigError naming the problem, never walked or misread."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.Client,
+        endpoint: str,
+        api_key: ApiKey,
+        max_bytes: int = MAX_FORM_BYTES,
+    ) -> None:
         self._http = http
         self._url = f"{api_base(endpoint)}/parameters"
         self._api_key = api_key
+        self._max_bytes = max_bytes
 
     def form(self) -> list[Variable]:
         """Raises ConfigError when the form cannot be read for good (the message says to set
-        CHECK_INPUTS=false for a Dify that hides it), TransientError to try again later."""
+        CHECK_INPUTS=false to run without the check), TransientError to try again later."""
         headers = {"Authorization": f"Bearer {self._api_key.get()}"}
         try:
-            response = self._http.get(self._url, headers=headers, timeout=30.0)
+            with self._http.stream("GET", self._url, headers=headers, timeout=30.0) as response:
+                if response.status_code == 200:
+                    return self._parse(self._read(response))
+                raw = bytearray()
+                for chunk in response.iter_bytes():
+                    raw.extend(chunk[: _ERROR_BODY_BYTES - len(raw)])
+                    if len(raw) >= _ERROR_BODY_BYTES:
+                        break
+                status, retry_after = response.status_code, response.headers.get("retry-after")
         except httpx.HTTPError as exc:
             raise _connection_error(exc) from None
-        if response.status_code == 200:
-            try:
-                return parse_form(response.json())
-            except ValueError:
-                raise TransientError(
-                    "Dify's input form (GET /v1/parameters) is not JSON", code="malformed"
-                ) from None
-        error = classify_http_error(
-            response.status_code,
-            response.text[:_ERROR_BODY_BYTES],
-            response.headers.get("retry-after"),
-        )
+        error = classify_http_error(status, raw.decode("utf-8", "replace"), retry_after)
         if isinstance(error, AppWideError) and error.bad_key:
             self._api_key.forget()
         if isinstance(error, TransientError) and not isinstance(error, AppWideError):
             raise error
-        raise ConfigError(
-            f"cannot read the workflow's input form (GET {self._url}): {error.describe()}. "
-            "Fix the Dify settings of the loader, or set CHECK_INPUTS=false to skip the check"
+        raise self._unusable(error.describe())
+
+    def _read(self, response: httpx.Response) -> bytes:
+        raw = bytearray()
+        for chunk in response.iter_bytes():
+            raw.extend(chunk)
+            if len(raw) > self._max_bytes:
+                raise self._unusable(
+                    f"the answer passed {self._max_bytes} bytes and was not read further "
+                    "(an input form is a few KB)"
+                )
+        return bytes(raw)
+
+    def _parse(self, raw: bytes) -> list[Variable]:
+        try:
+            payload = json.loads(raw)
+        except RecursionError:
+            raise self._unusable("the answer is JSON nested too deeply to read") from None
+        except ValueError:
+            raise TransientError(
+                "Dify's input form (GET /v1/parameters) is not JSON", code="malformed"
+            ) from None
+        try:
+            return parse_form(payload)
+        except FormError as exc:
+            raise self._unusable(f"the answer is not an input form: {exc.message}") from None
+
+    def _unusable(self, problem: str) -> ConfigError:
+        return ConfigError(
+            f"cannot read the workflow's input form (GET {self._url}): {problem}. Fix the Dify "
+            "settings of the loader (endpoint, key), or set CHECK_INPUTS=false to run the rows "
+            "without checking them first"
         )
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _probe_allowed(url: str) -> bool:
+    """The worker asks a file's host for its headers only over http(s), and never the cloud's
+    metadata server or other link-local addresses (whatever a sheet cell says)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host or host.startswith("metadata"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_link_local
+    except ValueError:
+        return True
 
 
 class _StreamLost(Exception):

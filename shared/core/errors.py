@@ -60,10 +60,21 @@ class AppWideError(TransientError):
     read its key again before the next call (a rotated secret then needs no redeploy).
     """
 
-    def __init__(self, message: str, *, code: str, remedy: str, bad_key: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        remedy: str,
+        bad_key: bool = False,
+        from_text: bool = False,
+    ) -> None:
         super().__init__(message, code=code)
         self.remedy = remedy
         self.bad_key = bad_key
+        # Recognised only from the text of a run's error, which can echo the row's own cells:
+        # it pauses the batch only once a second, different row fails the same way.
+        self.from_text = from_text
 
 
 class PermanentError(BatchError):

@@ -40,10 +40,19 @@ MAX_RETRY_AFTER_S = 3600.0
 # no run was started that we could wait for.
 _CAPACITY_STATUSES = frozenset({502, 503, 504, 520, 521, 522, 523, 524})
 _CONCURRENCY_LIMIT = re.compile(r"too many requests|maximum concurrent requests", re.IGNORECASE)
+_LIMIT_VALUE = re.compile(r"maximum concurrent requests allowed for \S+ is (\d+)", re.IGNORECASE)
 _UPSTREAM_TRANSIENT = re.compile(
     r"\[[^\]]*\]\s*(Rate Limit Error|Connection Error|Server Unavailable Error)", re.IGNORECASE
 )
 _UPSTREAM_CREDENTIALS = re.compile(r"\[[^\]]*\]\s*Incorrect model credentials", re.IGNORECASE)
+# A provider's used-up quota arrives as a rate-limit error (OpenAI: 429 `insufficient_quota`):
+# waiting a little does not help, every row meets it.
+_UPSTREAM_QUOTA = re.compile(
+    r"\[[^\]]*\]\s*Rate Limit Error.*(insufficient_quota|exceeded your current quota)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+_FILE_HOST_DOWN = re.compile(r"Reached maximum retries \(\d+\) for URL", re.IGNORECASE)
 
 _RESUME = "then resume the queue"
 # Codes that fail every row of the app the same way, with what the operator must do.
@@ -115,7 +124,16 @@ def _body_code_message(status: int, body: str) -> tuple[str, str]:
 
 
 def _model_error(message: str) -> BatchError | None:
-    """A model provider's failure named inside Dify's message, if any."""
+    """A model provider's failure named inside Dify's message, if any. Known only from text
+    (which can quote the row's cells), an app-wide one is marked `from_text`."""
+    if _UPSTREAM_QUOTA.search(message):
+        return AppWideError(
+            message,
+            code="provider_quota",
+            remedy="the model provider's quota or credit is used up: add credit or raise the "
+            f"plan at the provider (or switch the model in Dify), {_RESUME}",
+            from_text=True,
+        )
     if _UPSTREAM_TRANSIENT.search(message):
         return TransientError(message, code="upstream_model_error")
     if _UPSTREAM_CREDENTIALS.search(message):
@@ -124,19 +142,58 @@ def _model_error(message: str) -> BatchError | None:
             code="provider_credentials",
             remedy="the model provider refuses the credentials set in Dify: fix them under "
             f"Settings > Model Provider, {_RESUME}",
+            from_text=True,
         )
     return None
+
+
+def concurrency_limit(message: str) -> int | None:
+    """The app's concurrency limit (max_active_requests) named in Dify's "Too many requests"
+    answer, if it names one."""
+    found = _LIMIT_VALUE.search(message)
+    return int(found.group(1)[:9]) if found else None
+
+
+def limit_of_one_streaming(error: CapacityError) -> AppWideError:
+    """Dify 1.x counts a streamed request twice against the app's limit: with a limit of 1
+    it refuses every one, even alone. Retrying can never help: stop the batch and say why."""
+    return AppWideError(
+        error.message.split(" (the app's concurrency limit", 1)[0],
+        code="concurrency_limit",
+        remedy="the Dify app's concurrency limit (max_active_requests) is 1, and Dify refuses "
+        "every streamed request under a limit of 1: raise the app's limit to 2 or more (or 0, "
+        "no limit) in Dify, or set DIFY_RESPONSE_MODE=blocking, then resume the queue",
+    )
 
 
 def classify_http_error(status: int, body: str, retry_after: str | None = None) -> BatchError:
     """Map a non-200 Dify answer (or a stream's `error` event) onto the error hierarchy."""
     code, message = _body_code_message(status, body)
+    dify_json = code != f"http_{status}"
     text = f"Dify answered HTTP {status}: {message}"
     wait = parse_retry_after(retry_after)
     if status in (400, 429) and _CONCURRENCY_LIMIT.search(message):
-        return CapacityError(text, code="too_many_requests", retry_after=wait)
+        limit = concurrency_limit(message)
+        hint = (
+            f" (the app's concurrency limit, max_active_requests, is {limit}: keep the queue's "
+            f"max concurrent dispatches at {limit} or less, or raise the limit in Dify)"
+            if limit
+            else ""
+        )
+        return CapacityError(text + hint, code="too_many_requests", retry_after=wait)
+    if status == 400 and _FILE_HOST_DOWN.search(message):
+        # Dify could not fetch a file the row names: the host's fault, not the row's.
+        return TransientError(text, code="file_unreachable", retry_after=wait)
     if code in _APP_WIDE_CODES:
         return AppWideError(text, code=code, remedy=_APP_WIDE_CODES[code])
+    if status == 403 and not dify_json:
+        # Not Dify's own answer: a proxy or firewall in front of it refusing this request
+        # (often for its content). Other rows may pass: this row's failure alone.
+        return PermanentError(
+            f"{text} (not Dify's own answer: a proxy or firewall in front of Dify refused "
+            "this row's request, maybe for its content)",
+            code="forbidden_by_proxy",
+        )
     if status in _APP_WIDE_STATUSES:
         default_code, remedy = _APP_WIDE_STATUSES[status]
         code = default_code if code == f"http_{status}" else code

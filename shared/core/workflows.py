@@ -9,11 +9,12 @@ TASKS_QUEUE, ...) are the one workflow, named `default`, and nothing else change
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.core.errors import ConfigError, SheetError
 from shared.core.rows import InvalidRow, SheetRow, inputs_hash
@@ -31,9 +32,23 @@ class _Spec(BaseModel):
     queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,100}$")
     response_mode: Literal["blocking", "streaming"] | None = None
     timeout_minutes: float | None = Field(default=None, gt=0, le=29)
-    workflow_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,100}$")
+    workflow_id: str | None = None
     input_columns: dict[str, str] = Field(default_factory=dict)
     max_total_tokens: int = Field(default=0, ge=0)  # this workflow's spend limit; 0: none
+
+    @field_validator("workflow_id")
+    @classmethod
+    def _a_uuid(cls, value: str | None) -> str | None:
+        # Dify refuses any other form (uuid.UUID in AppGenerateService._get_workflow).
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError(
+                "must be a published workflow version's id, a UUID like "
+                "3c90c3cc-0d44-4b50-8888-8dd25736052a (Dify refuses other forms)"
+            ) from None
 
 
 @dataclass(frozen=True)

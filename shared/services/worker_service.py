@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -91,6 +92,9 @@ class WorkerService:
         # is slow to import.
         self._queue = queue
         self._clock = clock
+        # Failures recognised only from a run's error text: code -> the first row met with it.
+        self._text_failures: dict[str, str] = {}
+        self._text_lock = threading.Lock()
 
     def process_row(self, row_id: str) -> WorkerOutcome:
         started = self._clock()
@@ -287,6 +291,7 @@ class WorkerService:
         deadline: float,
         workflow: str = "",
     ) -> WorkerOutcome:
+        error = self._one_row_or_app_wide(error, row_id)
         after = decide_after_error(error, attempt=attempt, max_attempts=self._max_attempts)
         changes: dict[str, Any] = {
             "status": after.status.value,
@@ -313,6 +318,22 @@ class WorkerService:
             return WorkerOutcome(TaskResult.RETRY, row_id, attempt, after.error, retry_after)
         return WorkerOutcome(TaskResult.FAILED, row_id, attempt, after.error)
 
+    def _one_row_or_app_wide(self, error: BatchError, row_id: str) -> BatchError:
+        """An app-wide failure known only from a run's error text (which can echo the row's
+        own cells) pauses the batch once a second, different row meets it; until then it is
+        this row's own, retried failure. Dify's structured answers pause at once."""
+        if not isinstance(error, AppWideError) or not error.from_text:
+            return error
+        with self._text_lock:
+            first = self._text_failures.setdefault(error.code, row_id)
+        if first != row_id:
+            return error
+        return TransientError(
+            f"{error.message} (the batch pauses if another row fails the same way)",
+            code=error.code,
+            workflow_run_id=error.workflow_run_id,
+        )
+
     def _pause(
         self, row_id: str, attempt: int, error: AppWideError, workflow: str
     ) -> WorkerOutcome:
@@ -324,7 +345,9 @@ class WorkerService:
             done = "no queue is configured (TASKS_QUEUE), so nothing was paused"
         else:
             try:
-                reason = error.message if spend else error.describe()
+                # The note the operator reads (status, the loader's answer) says what to do;
+                # a spend pause's note is exactly "spend limit reached: N of M tokens".
+                reason = error.message if spend else f"{error.describe()}. To do: {error.remedy}"
                 queue.pause(code=error.code, reason=reason, row_id=row_id)
                 done = f"the queue is paused; {queue.resume_hint()}"
             except TransientError as exc:

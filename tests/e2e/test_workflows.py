@@ -67,7 +67,7 @@ def workflows_json(apps, **key_overrides):
                 "endpoint": apps["translate"].url,
                 "api_key": "app-translate-key",
                 "queue": "translate",
-                "workflow_id": "wf-2024-06",
+                "workflow_id": "5f0c3b8e-2024-4d06-9a51-7c1e0b2d4f6a",  # a published version (UUID)
             },
         }
     )
@@ -139,7 +139,9 @@ def test_each_row_runs_on_its_own_workflow_under_its_own_cap(
     assert essay_ids == sorted([*(f"e{i}" for i in range(6)), "blank", "m0"])
     assert {tuple(sorted(c.body["inputs"])) for c in essay_calls} == {("grade", "id", "question")}
     translate_calls = apps["translate"].run_calls()
-    assert {c.path for c in translate_calls} == {"/v1/workflows/wf-2024-06/run"}
+    assert {c.path for c in translate_calls} == {
+        "/v1/workflows/5f0c3b8e-2024-4d06-9a51-7c1e0b2d4f6a/run"
+    }
     for name, cap in CAPS.items():
         assert apps[name].peak_in_flight <= cap
         assert apps[name].refused == 0  # each queue's cap kept its app under its limit

@@ -319,7 +319,7 @@ def test_a_stream_of_pings_is_cut_at_the_timeout_and_the_dify_task_stopped(
     stops = dify_server.stop_calls()
     assert [c.path for c in stops] == ["/v1/workflows/tasks/t-hang/stop"]
     assert stops[0].body == {"user": "dify-batch-processor"}  # Dify refuses a stop without it
-    assert dify_server.run_detail("r-hang")["status"] == "stopped"
+    assert dify_server.stopped_runs == {"r-hang"}
 
 
 def test_a_transient_failure_at_the_last_attempt_fails_the_row(
@@ -610,7 +610,7 @@ def test_a_lost_run_still_running_at_the_timeout_is_stopped_and_retried(
     row = entity(ds_client)
     assert (row["status"], row["attempts"]) == ("PENDING", 1)
     assert row["error"].startswith("timeout:")
-    assert dify_server.run_detail(row["workflow_run_id"])["status"] == "stopped"
+    assert dify_server.stopped_runs == {row["workflow_run_id"]}
     assert [c.body for c in dify_server.stop_calls()] == [{"user": "dify-batch-processor"}]
 
 
@@ -673,7 +673,8 @@ def test_an_app_wide_failure_pauses_the_queue_and_charges_nothing(
     assert row["error"]
     assert tasks_queue.calls_of("PauseQueue") == [QUEUE]
     note = ds_client.get(ds_client.key(PAUSE_KIND, QUEUE))
-    assert note["reason"] == row["error"]
+    assert note["reason"].startswith(row["error"])
+    assert ". To do: " in note["reason"]  # what the operator reads says what to change
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     paused = [x for x in lines if x.get("event") == "batch_paused"]
     assert len(paused) == 1
@@ -934,3 +935,126 @@ def wait_until(predicate, seconds: float = 30.0) -> None:
     while not predicate():
         assert time.monotonic() < end, "condition not reached"
         time.sleep(0.05)
+
+
+# -- what Dify's own server revealed (issue #17; tests/dify_server has them against it) ------
+
+
+def test_a_403_without_difys_json_fails_only_its_row(tasks_queue, store, ds_client, dify_server):
+    add_row(store)
+    dify_server.script(dify.http_error(403, "", "", html=True))  # a firewall's own page
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "failed")
+    row = entity(ds_client)
+    assert row["status"] == "FAILED"
+    assert row["error"].startswith("forbidden_by_proxy:")
+    assert tasks_queue.calls_of("PauseQueue") == []
+
+
+@pytest.mark.parametrize("kind", ["credentials", "quota"])
+@pytest.mark.parametrize("via", ["http", "run"])
+def test_a_failure_known_from_a_runs_text_pauses_only_when_a_second_row_meets_it(
+    tasks_queue, store, ds_client, dify_server, kind, via
+):
+    """The text can echo the row's own cells: one row alone is retried as its own failure;
+    a second, different row failing the same way pauses the batch."""
+    message = dify.UPSTREAM_ERRORS[kind]
+    reply = (
+        dify.finish(status="failed", error=message)
+        if via == "run"
+        else dify.http_error(400, "completion_request_error", message)
+    )
+    add_row(store, "row-1")
+    add_row(store, "row-2")
+    dify_server.script(reply, reply, reply)
+    with serve_function("worker/main.py", "process_row") as url:
+        first = deliver(url, {"id": "row-1"})
+        again = deliver(url, {"id": "row-1"})  # the same row again: still its own
+        assert (first.json()["outcome"], again.json()["outcome"]) == ("retry", "retry")
+        assert tasks_queue.calls_of("PauseQueue") == []
+        second = deliver(url, {"id": "row-2"})
+    assert (second.status_code, second.json()["outcome"]) == (503, "paused")
+    assert tasks_queue.calls_of("PauseQueue") == [QUEUE]
+    assert entity(ds_client, "row-2")["attempts"] == 0  # a pause charges nothing
+    code = "provider_credentials" if kind == "credentials" else "provider_quota"
+    assert entity(ds_client, "row-2")["error"].startswith(code)
+
+
+def test_a_file_host_that_is_down_is_retried(worker_url, store, ds_client, dify_server):
+    add_row(store)
+    dify_server.script(
+        dify.http_error(
+            400, "invalid_param", "Reached maximum retries (3) for URL http://files.example/a.pdf"
+        )
+    )
+    response = deliver(worker_url)
+    assert (response.status_code, response.json()["outcome"]) == (500, "retry")
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("PENDING", 1)
+    assert row["error"].startswith("file_unreachable:")
+
+
+def test_a_refused_input_in_streaming_mode_fails_at_once_with_difys_reason(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    """Dify answers the stream with one ping and silence; the worker asks again in blocking
+    mode, where Dify refuses before any run exists, and records its reason."""
+    monkeypatch.setattr("shared.adapters.dify.STREAM_READ_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("shared.adapters.dify.STREAM_START_WAIT_S", 1.0)
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", "streaming")
+    monkeypatch.setenv("DIFY_API_TIMEOUT_MINUTES", "1")
+    dify_server.form = [{"select": {"variable": "lang", "required": False, "options": ["ko"]}}]
+    add_row(store, inputs={"lang": "fr", "blank": ""})
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "failed")
+    row = entity(ds_client)
+    assert (row["status"], row["attempts"]) == ("FAILED", 1)
+    assert "lang in input form must be one of the following: ['ko']" in row["error"]
+    modes = [c.body["response_mode"] for c in dify_server.run_calls()]
+    assert modes == ["streaming", "blocking"]
+    assert all("blank" not in c.body["inputs"] for c in dify_server.run_calls())
+    assert not entity(ds_client).get("workflow_run_id")
+
+
+def test_a_stream_slow_to_start_is_waited_for_not_asked_again(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    """No workflow_started yet, but Dify takes these inputs (its worker is only busy): asking
+    again would run the row twice, so the stream is waited for."""
+    monkeypatch.setattr("shared.adapters.dify.STREAM_START_WAIT_S", 0.5)
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", "streaming")
+    monkeypatch.setenv("DIFY_API_TIMEOUT_MINUTES", "1")
+    dify_server.form = [{"select": {"variable": "lang", "required": True, "options": ["ko"]}}]
+    add_row(store, inputs={"lang": "ko"})
+    dify_server.script(dify.slow_start(2.5))
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (200, "succeeded")
+    assert [c.body["response_mode"] for c in dify_server.run_calls()] == ["streaming"]
+    assert [c.path for c in dify_server.calls if c.path.endswith("/parameters")] != []
+
+
+def test_a_silent_stream_whose_file_host_is_down_is_asked_again_and_retried(
+    monkeypatch, worker_env, store, ds_client, dify_server
+):
+    """Dify fetches a file's headers before any run: the worker does the same (HEAD) when a
+    stream stays silent, and asks in blocking mode only when the host does not answer."""
+    monkeypatch.setattr("shared.adapters.dify.STREAM_START_WAIT_S", 0.5)
+    monkeypatch.setenv("DIFY_RESPONSE_MODE", "streaming")
+    monkeypatch.setenv("DIFY_API_TIMEOUT_MINUTES", "1")
+    dify_server.form = [{"file": {"variable": "doc", "allowed_file_types": ["document"]}}]
+    down = "http://127.0.0.1:9/report.pdf"  # nothing listens on port 9
+    add_row(
+        store, inputs={"doc": {"type": "document", "transfer_method": "remote_url", "url": down}}
+    )
+    silent = dify.Reply(lambda h, body: h.refuse_inputs(body, "unused"), "silent")
+    dify_server.script(
+        silent, dify.http_error(400, "invalid_param", f"Reached maximum retries (3) for URL {down}")
+    )
+    with serve_function("worker/main.py", "process_row") as url:
+        response = deliver(url)
+    assert (response.status_code, response.json()["outcome"]) == (500, "retry")
+    assert entity(ds_client)["error"].startswith("file_unreachable:")
+    assert [c.body["response_mode"] for c in dify_server.run_calls()] == ["streaming", "blocking"]

@@ -197,3 +197,35 @@ def test_stream_error_events_follow_their_status():
     )
     assert (type(paused), paused.workflow_run_id) == (AppWideError, "r9")
     assert isinstance(classify_stream_error({"code": "no status"}), TransientError)
+
+
+def test_a_403_is_app_wide_only_with_difys_own_json():
+    assert isinstance(classify_http_error(403, body("forbidden", "app disabled")), AppWideError)
+    error = classify_http_error(403, "<html>Request blocked</html>")
+    assert (type(error), error.code) == (PermanentError, "forbidden_by_proxy")
+
+
+def test_a_file_host_that_is_down_is_transient():
+    error = classify_http_error(
+        400, body("invalid_param", "Reached maximum retries (3) for URL http://h/a.pdf")
+    )
+    assert (type(error), error.code) == (TransientError, "file_unreachable")
+
+
+def test_the_concurrency_limit_is_named_with_what_to_change():
+    message = (
+        "Too many requests. Please try again later. The current maximum concurrent requests "
+        "allowed for 7e444c29-925c-4095-a028-f4e068b7a9db is 2."
+    )
+    error = classify_http_error(400, body("invalid_param", message))
+    assert isinstance(error, CapacityError)
+    assert "max_active_requests, is 2" in error.message
+
+
+def test_a_providers_used_up_quota_is_app_wide_but_known_only_from_text():
+    message = "[openai] Rate Limit Error, Error code: 429 - {'code': 'insufficient_quota'}"
+    error = classify_http_error(400, body("completion_request_error", message))
+    assert isinstance(error, AppWideError)
+    assert (error.code, error.from_text) == ("provider_quota", True)
+    plain = classify_http_error(400, body("completion_request_error", "[openai] Rate Limit Error"))
+    assert (type(plain), plain.code) == (TransientError, "upstream_model_error")

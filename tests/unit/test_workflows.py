@@ -13,7 +13,7 @@ GOOD = {
         "endpoint": "https://api.dify.ai/v1/workflows/run",
         "api_key_secret_id": "math-key",
         "queue": "math",
-        "workflow_id": "wf-1",
+        "workflow_id": "3C90C3CC0D444B5088888DD25736052A",
         "input_columns": {"질문": "problem"},
     },
     "essay": {"endpoint": "http://dify.local/v1/workflows/run", "api_key": "app-essay-key"},
@@ -22,7 +22,10 @@ GOOD = {
 
 def test_workflows_are_read_with_a_pinned_version():
     workflows = parse_workflows(json.dumps(GOOD))
-    assert workflows["math"].endpoint == "https://api.dify.ai/v1/workflows/wf-1/run"
+    assert (
+        workflows["math"].endpoint
+        == "https://api.dify.ai/v1/workflows/3c90c3cc-0d44-4b50-8888-8dd25736052a/run"
+    )
     assert workflows["math"].input_columns == {"질문": "problem"}
     assert workflows["essay"].api_key == "app-essay-key"
 
@@ -33,6 +36,7 @@ def test_workflows_are_read_with_a_pinned_version():
         ({"endpoint": "not a url"}, "workflow 'math': endpoint"),
         ({"response_mode": "fast"}, "workflow 'math': response_mode"),
         ({"timeout_minutes": -1}, "workflow 'math': timeout_minutes"),
+        ({"workflow_id": "wf-1"}, "workflow 'math': workflow_id"),
         ({"colour": "blue"}, "workflow 'math': colour"),
         ({"api_key": "app-x"}, "exactly one of api_key"),
         ({"api_key_secret_id": "app-Zk3Pq"}, "looks like a Dify API key"),
