@@ -10,6 +10,7 @@ every figure is measured in the process it belongs to, with the stand-ins elsewh
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import resource
@@ -52,9 +53,16 @@ def loader() -> dict[str, Any]:
     started = time.perf_counter()
     first = service.load(LoadOptions())
     first_s = time.perf_counter() - started
+    profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile the unchanged re-run into it
+    profiler = cProfile.Profile() if profile else None
     started = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
     second = service.load(LoadOptions())
     second_s = time.perf_counter() - started
+    if profiler is not None and profile:
+        profiler.disable()
+        profiler.dump_stats(profile)
     return {
         "first_s": round(first_s, 2),
         "second_s": round(second_s, 2),

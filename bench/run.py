@@ -237,8 +237,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.md"))
+    parser.add_argument(
+        "--sizes", help="loader sheet sizes, comma-separated (default 1000,10000,100000)"
+    )
     args = parser.parse_args()
     sizes = [1000, 10_000, 100_000] if not args.quick else [200, 1000]
+    if args.sizes:
+        sizes = [int(n) for n in args.sizes.split(",")]
     naive_sizes = [1000, 10_000] if not args.quick else [200]
     started = time.perf_counter()
     running = emu.start()

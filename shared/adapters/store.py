@@ -76,6 +76,33 @@ class KeyedLocks:
                     self._locks[key] = (lock, users - 1)
 
 
+class DatastoreWork:
+    """What the loader's side of the store asked of Datastore, for the run's summary: keys
+    looked up and entities a query returned (`entities_read`: what Datastore bills as entity
+    reads), entities put (`entities_written`), and queries run. Counted on every attempt, so a
+    retried transaction shows its real cost. Thread-safe; cumulative, read with `snapshot()`."""
+
+    FIELDS = ("entities_read", "entities_written", "queries")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.FIELDS, 0)
+
+    def add(self, *, read: int = 0, written: int = 0, queries: int = 0) -> None:
+        with self._lock:
+            self._counts["entities_read"] += read
+            self._counts["entities_written"] += written
+            self._counts["queries"] += queries
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        now = self.snapshot()
+        return {k: now[k] - before.get(k, 0) for k in self.FIELDS}
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -173,6 +200,7 @@ class StatusStore:
         self._client = client
         self._clock = clock
         self._claiming = KeyedLocks()
+        self.work = DatastoreWork()  # the loader's side only: the worker's path stays as lean
         self._retry = Retry(
             predicate=if_exception_type(*_RETRYABLE),
             # Contended transactions that deadlock on a lock upgrade all abort together (the
@@ -309,6 +337,7 @@ class StatusStore:
             entities: list[datastore.Entity] = self._retrying(
                 lambda keys=keys: self._client.get_multi(keys)  # type: ignore[misc]
             )
+            self.work.add(read=len(keys))
             for entity in entities:
                 try:
                     row = to_stored_row(entity)
@@ -338,6 +367,7 @@ class StatusStore:
                 fresh = [r for r in batch if r.row_id not in existing]
                 for r in fresh:
                     txn.put(self._new_entity(r, now))
+                self.work.add(read=len(keys), written=len(fresh))
                 return [r.row_id for r in fresh]
 
             try:
@@ -396,6 +426,7 @@ class StatusStore:
                     changed.append(entity)
                 for entity in changed:
                     txn.put(entity)
+                self.work.add(read=len(by_id), written=len(changed))
                 return [e.key.name for e in changed]
 
             try:
@@ -412,7 +443,9 @@ class StatusStore:
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("write_pending", "=", True))
         found = []
-        for entity in self._retrying(lambda: list(query.fetch(limit=limit))):
+        entities = self._retrying(lambda: list(query.fetch(limit=limit)))
+        self.work.add(read=len(entities), queries=1)
+        for entity in entities:
             try:
                 outputs = json.loads(entity["result"]) if entity.get("result") else None
             except ValueError:
@@ -436,16 +469,20 @@ class StatusStore:
             def work(txn: datastore.Transaction, batch: Sequence[Finished] = batch) -> None:
                 wanted = {r.row_id: r.finished_at for r in batch}
                 entities = self._client.get_multi([self.key(i) for i in wanted], transaction=txn)
+                written = 0
                 for entity in entities:
                     if entity.get("finished_at") == wanted[entity.key.name]:
                         entity.update(write_pending=False)
                         txn.put(entity)
+                        written += 1
+                self.work.add(read=len(wanted), written=written)
 
             self._transact(work)
 
     def result_headers(self, sheet: str) -> list[str]:
         """Headers an earlier write-back added to `sheet`: result columns, never inputs."""
         entity = self._retrying(lambda: self._client.get(self._client.key(COLUMNS_KIND, sheet)))
+        self.work.add(read=1)
         return list(entity.get("headers") or []) if entity is not None else []
 
     def remember_result_headers(self, sheet: str, headers: Sequence[str]) -> None:
@@ -455,25 +492,27 @@ class StatusStore:
         entity = datastore.Entity(self._client.key(COLUMNS_KIND, sheet))
         entity.update(headers=[*known, *(h for h in headers if h not in known)])
         self._retrying(lambda: self._client.put(entity))
+        self.work.add(written=1)
 
     def finished_since(self, since: datetime) -> list[dict[str, Any]]:
         """Status, tokens and time of the rows finished since `since` (one property's range:
         the built-in index serves it)."""
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("finished_at", ">=", since))
-        return [
-            {k: e.get(k) for k in ("status", "total_tokens", "elapsed_time")}
-            for e in self._retrying(lambda: list(query.fetch()))
-        ]
+        entities = self._retrying(lambda: list(query.fetch()))
+        self.work.add(read=len(entities), queries=1)
+        return [{k: e.get(k) for k in ("status", "total_tokens", "elapsed_time")} for e in entities]
 
     def last_run(self, sheet: str) -> datetime | None:
         entity = self._retrying(lambda: self._client.get(self._client.key(RUNS_KIND, sheet)))
+        self.work.add(read=1)
         return entity.get("at") if entity is not None else None
 
     def note_run(self, sheet: str, at: datetime) -> None:
         entity = datastore.Entity(self._client.key(RUNS_KIND, sheet))
         entity.update(at=at)
         self._retrying(lambda: self._client.put(entity))
+        self.work.add(written=1)
 
     def expired_claims(self) -> list[StoredRow]:
         """PROCESSING rows whose lease has passed, wherever they are (also rows that left the
@@ -483,7 +522,9 @@ class StatusStore:
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("status", "=", Status.PROCESSING))
         found: list[StoredRow] = []
-        for entity in self._retrying(lambda: list(query.fetch())):
+        entities = self._retrying(lambda: list(query.fetch()))
+        self.work.add(read=len(entities), queries=1)
+        for entity in entities:
             try:
                 row = to_stored_row(entity)
             except BadEntity:

@@ -54,6 +54,8 @@ class LoadReport:
     input_check: dict[str, Any] = field(default_factory=dict)
     write_back: dict[str, Any] = field(default_factory=dict)
     finished_since_last_run: dict[str, Any] = field(default_factory=dict)
+    # What this run asked of Datastore (entities_read, entities_written, queries): its cost.
+    datastore: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +112,7 @@ class LoaderService:
     def load(self, options: LoadOptions) -> LoadReport:
         started = self._timer()
         run_started = self._clock()
+        work_before = self._store.work.snapshot()
         queue_state = self._queue_state(options)
         header, body = self._sheet.read()
         rows_read = 0
@@ -152,6 +155,7 @@ class LoaderService:
         if not options.dry_run:
             report.finished_since_last_run = self._finished_since_last_run(run_started)
         report.queue = queue_state
+        report.datastore = self._store.work.since(work_before)
         report.elapsed_s = round(self._timer() - started, 3)
         self._log(report)
         return report

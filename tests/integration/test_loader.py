@@ -134,6 +134,23 @@ def test_a_second_run_on_an_unchanged_sheet_creates_no_task_and_writes_nothing(
     assert after == before
 
 
+def test_the_summary_reports_the_datastore_work_of_each_run(loader_url, sheets, ds_client):
+    set_rows(sheets, ["a", "x", "en"], ["b", "y", "en"], ["c", "z", "en"])
+    first = trigger(loader_url).json()
+    # 3 keys looked up, 3 re-read in the inserting transaction, the last-run note read; 3
+    # entities and the note written; one query (expired leases).
+    assert first["datastore"] == {"entities_read": 7, "entities_written": 4, "queries": 1}
+    second = trigger(loader_url).json()
+    # 3 lookups and the note; only the note written; expired leases and finished-since.
+    assert second["datastore"] == {"entities_read": 4, "entities_written": 1, "queries": 2}
+    row = entity(ds_client, "a")
+    row.update(status="SUCCESS", finished_at=datetime.now(UTC))
+    ds_client.put(row)
+    third = trigger(loader_url).json()
+    assert third["datastore"]["entities_read"] == 5  # the finished row comes back in a query
+    assert third["finished_since_last_run"]["succeeded"] == 1
+
+
 @pytest.mark.parametrize("status", ["SUCCESS", "FAILED"])
 def test_finished_rows_are_skipped(loader_url, sheets, tasks, ds_client, status):
     set_rows(sheets, ["a", "x", "en"])
