@@ -69,6 +69,9 @@ def loader() -> dict[str, Any]:
         "tasks_created": first.tasks_created,
         "second_tasks_created": second.tasks_created,
         "errors": first.error_count + second.error_count,
+        "second_reads": second.datastore.get("entities_read"),
+        "second_queries": second.datastore.get("queries"),
+        "first_reads": first.datastore.get("entities_read"),
         "peak_rss_mib": peak_rss_mib(),
     }
 
