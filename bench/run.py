@@ -378,6 +378,24 @@ def loader_section(loader: list[dict[str, Any]], naive: list[dict[str, Any]]) ->
             ],
         ),
         "",
+        "A sheet at rest: every row is then set SUCCESS (as the workers would); one run reads "
+        "them all and notes them in its digest ('settle'), and the next one is the steady "
+        "state of a scheduled loader on an unchanged, finished sheet ('at rest').",
+        "",
+        table(
+            loader,
+            [
+                ("rows", "rows"),
+                ("settle_s", "settle run s"),
+                ("settle_reads", "settle entities read"),
+                ("rest_s", "at rest s"),
+                ("rest_reads", "at rest entities read"),
+                ("rest_keys", "at rest keys read"),
+                ("rest_queries", "at rest queries"),
+                ("rest_skipped", "rows skipped"),
+            ],
+        ),
+        "",
     ]
     if naive:
         lines += [

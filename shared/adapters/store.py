@@ -39,6 +39,9 @@ ENTITY_LIMIT_BYTES = 1_048_572
 _ENTITY_OVERHEAD_BYTES = 16 * 1024
 COLUMNS_KIND = "dify_batch_result_columns"  # per sheet: the result headers write-back added
 RUNS_KIND = "dify_batch_loader_runs"  # per sheet: when the loader last ran
+DIGEST_KIND = "dify_batch_loader_digest"  # per sheet: the finished rows the loader last saw
+_DIGEST_CHUNK_BYTES = 512 * 1024  # one digest entity's rows (the entity limit is 1 MiB)
+_DIGEST_CHUNK_ROWS = 5000
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
 UNINDEXED = ("inputs", "result", "error")
 
@@ -79,20 +82,23 @@ class KeyedLocks:
 class DatastoreWork:
     """What the loader's side of the store asked of Datastore, for the run's summary: keys
     looked up and entities a query returned (`entities_read`: what Datastore bills as entity
-    reads), entities put (`entities_written`), and queries run. Counted on every attempt, so a
-    retried transaction shows its real cost. Thread-safe; cumulative, read with `snapshot()`."""
+    reads), entities put (`entities_written`), queries run, and keys returned by keys-only
+    queries (`keys_read`: billed as index entries, one read per batch of up to 1,000). Counted
+    on every attempt, so a retried transaction shows its real cost. Thread-safe; cumulative,
+    read with `snapshot()`."""
 
-    FIELDS = ("entities_read", "entities_written", "queries")
+    FIELDS = ("entities_read", "entities_written", "queries", "keys_read")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(self.FIELDS, 0)
 
-    def add(self, *, read: int = 0, written: int = 0, queries: int = 0) -> None:
+    def add(self, *, read: int = 0, written: int = 0, queries: int = 0, keys: int = 0) -> None:
         with self._lock:
             self._counts["entities_read"] += read
             self._counts["entities_written"] += written
             self._counts["queries"] += queries
+            self._counts["keys_read"] += keys
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -520,6 +526,80 @@ class StatusStore:
         entity = datastore.Entity(self._client.key(RUNS_KIND, sheet))
         entity.update(at=at)
         self._retrying(lambda: self._client.put(entity))
+        self.work.add(written=1)
+
+    def _keys_where(self, status: Status) -> set[str]:
+        query = self._client.query(kind=KIND)
+        query.add_filter(filter=datastore.query.PropertyFilter("status", "=", status.value))
+        query.keys_only()
+        keys = self._retrying(lambda: [e.key.name for e in query.fetch()])
+        self.work.add(queries=1, keys=len(keys))
+        return {str(k) for k in keys}
+
+    def unfinished_ids(self) -> set[str]:
+        """Ids of every PENDING or PROCESSING row, whatever set it so (a worker, the loader, a
+        hand edit): keys-only equality queries on the built-in index, billed by index entries,
+        not per entity."""
+        return self._keys_where(Status.PENDING) | self._keys_where(Status.PROCESSING)
+
+    def failed_ids(self) -> set[str]:
+        """Ids of every FAILED row (keys-only, as unfinished_ids)."""
+        return self._keys_where(Status.FAILED)
+
+    def read_digest(self, sheet: str) -> dict[str, tuple[str, str]]:
+        """The finished rows the loader saw last run on `sheet`: row id -> (stored inputs_hash,
+        status). Empty when there is none or it cannot be read (then every row is looked up)."""
+        head = self._retrying(lambda: self._client.get(self._client.key(DIGEST_KIND, sheet)))
+        self.work.add(read=1)
+        chunks = int(head.get("chunks") or 0) if head is not None else 0
+        keys = [self._client.key(DIGEST_KIND, f"{sheet}#{i}") for i in range(chunks)]
+        found: dict[str, tuple[str, str]] = {}
+        for batch in chunked(keys, LOOKUP_BATCH):
+            entities = self._retrying(
+                lambda batch=batch: self._client.get_multi(batch)  # type: ignore[misc]
+            )
+            self.work.add(read=len(batch))
+            if len(entities) != len(batch):
+                return {}  # a chunk is gone: trust none of it
+            for entity in entities:
+                try:
+                    rows = json.loads(entity.get("rows") or "{}")
+                    found.update({str(k): (str(v[0]), str(v[1])) for k, v in rows.items()})
+                except (ValueError, TypeError, IndexError, AttributeError):
+                    return {}
+        return found
+
+    def write_digest(
+        self, sheet: str, rows: dict[str, tuple[str, str]], previous: dict[str, tuple[str, str]]
+    ) -> None:
+        """Replace the digest of `sheet` (nothing is written when it did not change)."""
+        if rows == previous:
+            return
+        texts: list[str] = []
+        part: dict[str, tuple[str, str]] = {}
+        size = 0
+        for row_id, entry in rows.items():
+            item = len(row_id.encode()) + len(entry[0]) + 24
+            if part and (len(part) >= _DIGEST_CHUNK_ROWS or size + item > _DIGEST_CHUNK_BYTES):
+                texts.append(json.dumps(part, ensure_ascii=False))
+                part, size = {}, 0
+            part[row_id] = entry
+            size += item
+        if part:
+            texts.append(json.dumps(part, ensure_ascii=False))
+        entities = []
+        for index, text in enumerate(texts):
+            entity = datastore.Entity(
+                self._client.key(DIGEST_KIND, f"{sheet}#{index}"), exclude_from_indexes=("rows",)
+            )
+            entity["rows"] = text
+            entities.append(entity)
+        head = datastore.Entity(self._client.key(DIGEST_KIND, sheet))
+        head["chunks"] = len(texts)
+        for batch in chunked(entities, WRITE_BATCH):  # chunks first, then the head
+            self._retrying(lambda batch=batch: self._client.put_multi(batch))  # type: ignore[misc]
+            self.work.add(written=len(batch))
+        self._retrying(lambda: self._client.put(head))
         self.work.add(written=1)
 
     def expired_claims(self) -> list[StoredRow]:

@@ -12,10 +12,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.adapters.logs import get_logger
 from shared.adapters.store import PartialWrite, StatusStore, utcnow
 from shared.adapters.tasks import TaskQueue
-from shared.core.errors import SheetError
+from shared.core.errors import SheetError, TransientError
 from shared.core.form_check import Variable, check_row, missing_required, unknown_columns
 from shared.core.model import NewRow, Status
-from shared.core.planning import Enqueue, LoadOptions, count_reasons, plan
+from shared.core.planning import (
+    Digest,
+    Enqueue,
+    LoadOptions,
+    count_reasons,
+    next_digest,
+    plan,
+    quiet_rows,
+)
 from shared.core.rows import InvalidRow, ParsedSheet, RowFilter, SheetRow, parse_rows
 from shared.core.workflows import Routing, route
 from shared.core.write_back import ResultColumns, plan_write_back, result_headers
@@ -224,11 +232,28 @@ class LoaderService:
         report: LoadReport,
     ) -> None:
         checked, refused = self._check_inputs(sheet, header, excluded, report)
-        stored, unreadable = self._store.get_many_checked([r.row_id for r in checked])
+        digest = self._read_digest()
+        quiet: dict[str, str] = {}
+        if any(r.row_id in digest for r in checked):
+            # A sheet at rest: rows the last run saw finished are not read again unless their
+            # inputs changed or a keys-only query finds them unfinished (or FAILED, to retry).
+            quiet = quiet_rows(
+                [r for r in checked if r.row_id not in refused],
+                digest,
+                unfinished=self._store.unfinished_ids(),
+                failed=self._store.failed_ids() if options.retry_failed else None,
+            )
+        stored, unreadable = self._store.get_many_checked(
+            [r.row_id for r in checked if r.row_id not in quiet]
+        )
         for row in checked:  # entities edited by hand into something unreadable
             if row.row_id in unreadable:
                 sheet.invalid.append(InvalidRow(row.row_number, row.row_id, unreadable[row.row_id]))
-        rows = [r for r in checked if r.row_id not in unreadable and r.row_id not in refused]
+        rows = [
+            r
+            for r in checked
+            if r.row_id not in unreadable and r.row_id not in refused and r.row_id not in quiet
+        ]
         # A refused row is recorded FAILED with its reason (no task), so it shows in the sheet
         # and in `status`; an existing one stays as it is until its cells are fixed.
         refused_new = [
@@ -253,6 +278,7 @@ class LoaderService:
             namespace=self._namespace,
             expired_claims=self._store.expired_claims(),
         )
+        actions.skipped.update(quiet.values())
         report.skipped = dict(actions.skipped)
         if options.dry_run:
             report.new = len(actions.new_rows)
@@ -275,6 +301,8 @@ class LoaderService:
         if write_error is not None:
             # The scheduler's retry (or the next run) writes and enqueues the rest.
             enqueued.errors["(datastore)"] = write_error
+        touched = set(actions.requeue) | {t.row_id for t in actions.transitions}
+        self._write_digest(next_digest(stored, quiet, digest, touched), digest)
         report.new = len(created)
         report.re_enqueued = count_reasons(requeued)
         report.inputs_updated = len(set(applied) & set(actions.inputs_updated))
@@ -282,6 +310,22 @@ class LoaderService:
         report.tasks_existing = len(enqueued.existing)
         report.error_count = len(enqueued.errors)
         report.errors = [{"id": i, "error": e} for i, e in enqueued.errors.items()][:MAX_LISTED]
+
+    def _digest_key(self) -> str:
+        return self._sheet_key or "sheet"
+
+    def _read_digest(self) -> Digest:
+        try:
+            return self._store.read_digest(self._digest_key())
+        except TransientError as exc:  # then every row is read, as without a digest
+            log.warning("the loader's digest could not be read (%s)", exc.describe())
+            return {}
+
+    def _write_digest(self, rows: Digest, previous: Digest) -> None:
+        try:
+            self._store.write_digest(self._digest_key(), rows, previous)
+        except TransientError as exc:  # the next run reads more rows; nothing else changes
+            log.warning("the loader's digest could not be written (%s)", exc.describe())
 
     def _write_results(self, header: list[str], sheet: ParsedSheet) -> dict[str, Any]:
         """Write the outcome of every row that finished since the last write (found with an
