@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument(
         "--latencies", default="0.02,0.1", help="CreateTask latencies in seconds, comma-separated"
     )
-    parser.add_argument("--rounds", type=int, default=1, help="pipeline rounds per worker")
+    parser.add_argument("--rounds", type=int, default=2, help="pipeline rounds per worker")
     parser.add_argument(
         "--sizes", help="loader sheet sizes, comma-separated (default 1000,10000,100000)"
     )

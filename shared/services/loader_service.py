@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.adapters.logs import get_logger
-from shared.adapters.store import PartialWrite, StatusStore, utcnow
-from shared.adapters.tasks import TaskQueue
+from shared.adapters.store import PartialWrite, StatusStore, chunked, utcnow
+from shared.adapters.tasks import EnqueueReport, TaskQueue
 from shared.core.errors import SheetError, TransientError
 from shared.core.form_check import Variable, check_row, missing_required, unknown_columns
 from shared.core.model import NewRow, Status
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 log = get_logger("loader")
 MAX_LISTED = 100  # ids listed per category in the answer; the counts are always complete
+NEW_ROWS_PER_CHUNK = 2000  # new rows written, then enqueued while the next chunk is written
 
 
 class Sheet(Protocol):
@@ -288,16 +290,33 @@ class LoaderService:
         # Entities first, tasks second: a worker never gets a task for a row it cannot find,
         # and a run that dies in between loses nothing (the next run finds the lost tasks).
         # What was committed gets its tasks even when a later batch failed.
-        created, write_error = _committed(self._store.insert_new, actions.new_rows)
-        applied: list[str] = []
-        if write_error is None:
-            applied, write_error = _committed(self._store.apply, actions.transitions)
-        if write_error is None and refused_new:
-            _, write_error = _committed(self._store.insert_new, refused_new)
-        requeued = [actions.requeue[i] for i in applied if i in actions.requeue]
+        # New rows go in chunks: a chunk's tasks are created (in the background) while the
+        # next chunk is written, so the run takes about the longer of the two, not their sum.
         workflow_of = {r.row_id: r.workflow for r in actions.new_rows}
-        items = [Enqueue(i, 0, "new", workflow_of.get(i, "")) for i in created] + requeued
-        enqueued = self._queue.enqueue(items)
+        created: list[str] = []
+        applied: list[str] = []
+        write_error: str | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="enqueue") as enqueuer:
+            enqueues = []
+            for chunk in chunked(actions.new_rows, NEW_ROWS_PER_CHUNK):
+                done, write_error = _committed(self._store.insert_new, chunk)
+                created.extend(done)
+                items = [Enqueue(i, 0, "new", workflow_of.get(i, "")) for i in done]
+                enqueues.append(enqueuer.submit(self._queue.enqueue, items))
+                if write_error is not None:
+                    break
+            if write_error is None:
+                applied, write_error = _committed(self._store.apply, actions.transitions)
+            if write_error is None and refused_new:
+                _, write_error = _committed(self._store.insert_new, refused_new)
+            requeued = [actions.requeue[i] for i in applied if i in actions.requeue]
+            enqueues.append(enqueuer.submit(self._queue.enqueue, requeued))
+            enqueued = EnqueueReport()
+            for future in enqueues:
+                part = future.result()
+                enqueued.created.extend(part.created)
+                enqueued.existing.extend(part.existing)
+                enqueued.errors.update(part.errors)
         if write_error is not None:
             # The scheduler's retry (or the next run) writes and enqueues the rest.
             enqueued.errors["(datastore)"] = write_error
