@@ -42,6 +42,7 @@ RUNS_KIND = "dify_batch_loader_runs"  # per sheet: when the loader last ran
 DIGEST_KIND = "dify_batch_loader_digest"  # per sheet: the finished rows the loader last saw
 _DIGEST_CHUNK_BYTES = 512 * 1024  # one digest entity's rows (the entity limit is 1 MiB)
 _DIGEST_CHUNK_ROWS = 5000
+FINISHED_PAGE = 1000  # rows per page of the finished-since query
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
 UNINDEXED = ("inputs", "result", "error")
 
@@ -513,9 +514,18 @@ class StatusStore:
         the built-in index serves it)."""
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("finished_at", ">=", since))
-        entities = self._retrying(lambda: list(query.fetch()))
-        self.work.add(read=len(entities), queries=1)
-        return [{k: e.get(k) for k in ("status", "total_tokens", "elapsed_time")} for e in entities]
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while True:  # page by page: after a large batch finished, one answer would be too big
+            page, cursor = self._retrying(
+                lambda cursor=cursor: _page(query, FINISHED_PAGE, cursor)  # type: ignore[misc]
+            )
+            self.work.add(read=len(page), queries=1)
+            found.extend(
+                {k: e.get(k) for k in ("status", "total_tokens", "elapsed_time")} for e in page
+            )
+            if len(page) < FINISHED_PAGE or cursor is None:
+                return found
 
     def last_run(self, sheet: str) -> datetime | None:
         entity = self._retrying(lambda: self._client.get(self._client.key(RUNS_KIND, sheet)))
@@ -620,6 +630,13 @@ class StatusStore:
             if row.lease_expires_at is not None and row.lease_expires_at <= now:
                 found.append(row)
         return found
+
+
+def _page(query: Any, size: int, cursor: Any) -> tuple[list[datastore.Entity], Any]:
+    """One page of a query's results and the cursor after it."""
+    pages = query.fetch(limit=size, start_cursor=cursor)
+    page = next(pages.pages, None)
+    return (list(page) if page is not None else []), pages.next_page_token
 
 
 def _still_as_expected(entity: datastore.Entity, t: Transition) -> bool:
