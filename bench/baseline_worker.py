@@ -1,6 +1,7 @@
 """A bare worker, for comparison only (never deployed): claim the row in a transaction, run the
 Dify workflow (streaming, as the project's worker does by default), record the outcome in a
-transaction, print one JSON line. Same libraries as the project's worker (functions-framework,
+transaction (or, when the call fails, put the row back to PENDING and answer 500 so the task
+is retried), print one JSON line. Same libraries as the project's worker (functions-framework,
 google-cloud-datastore, httpx); none of its safeguards (no scrubbing, size limits, watchdogs,
 deadlines, error classification, retries beyond the library's).
 
@@ -88,15 +89,27 @@ def record(row_id: str, claim_id: str, data: dict[str, Any]) -> None:
         txn.put(entity)
 
 
+def release(row_id: str, claim_id: str) -> None:
+    with client.transaction() as txn:
+        entity = client.get(client.key(KIND, row_id), transaction=txn)
+        if entity is not None and entity.get("claim_id") == claim_id:
+            entity.update(status="PENDING", claim_id=None, lease_expires_at=None)
+            txn.put(entity)
+
+
 @functions_framework.http
 def process_row(request: flask.Request) -> tuple[str, int]:
     started = time.monotonic()
     row_id = str(request.get_json()["id"])
     claimed = claim(row_id)
-    outcome = "duplicate"
+    outcome, status = "duplicate", 200
     if claimed is not None:
-        record(row_id, claimed[1], run(claimed[0]))
-        outcome = "succeeded"
+        try:
+            record(row_id, claimed[1], run(claimed[0]))
+            outcome = "succeeded"
+        except Exception:  # e.g. the Dify stand-in reset the connection: let the task retry
+            release(row_id, claimed[1])
+            outcome, status = "retry", 500
     line = {
         "severity": "INFO",
         "event": "row_outcome",
@@ -105,4 +118,4 @@ def process_row(request: flask.Request) -> tuple[str, int]:
         "duration_s": round(time.monotonic() - started, 3),
     }
     sys.stdout.write(json.dumps(line) + "\n")
-    return outcome, 200
+    return outcome, status
