@@ -66,7 +66,10 @@ def loader() -> dict[str, Any]:
         if profiler is not None and profile:
             profiler.disable()
             profiler.dump_stats(profile)
+        peaks[name] = peak_rss_mib()  # the process's peak so far: which run raised it
         return report, round(seconds, 2)
+
+    peaks: dict[str, float] = {}
 
     first, first_s = timed("first")
     second, second_s = timed("second")
@@ -90,6 +93,7 @@ def loader() -> dict[str, Any]:
         "rest_skipped": sum(rest.skipped.values()),
         "errors": sum(r.error_count for r in (first, second, settle, rest)),
         "peak_rss_mib": peak_rss_mib(),
+        "peak_after_mib": peaks,
     }
 
 

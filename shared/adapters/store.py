@@ -606,11 +606,23 @@ class StatusStore:
             entities.append(entity)
         head = datastore.Entity(self._client.key(DIGEST_KIND, sheet))
         head["chunks"] = len(texts)
-        for batch in chunked(entities, WRITE_BATCH):  # chunks first, then the head
-            self._retrying(lambda batch=batch: self._client.put_multi(batch))  # type: ignore[misc]
-            self.work.add(written=len(batch))
-        self._retrying(lambda: self._client.put(head))
-        self.work.add(written=1)
+        for batch in batched_by_size(  # chunks first, then the head
+            entities,
+            size_of=lambda e: len(e["rows"].encode()) + _ROW_OVERHEAD_BYTES,
+            count=WRITE_BATCH,
+            max_bytes=COMMIT_BYTES,
+        ):
+            self._put_digest(batch)
+        self._put_digest([head])
+
+    def _put_digest(self, entities: Sequence[datastore.Entity]) -> None:
+        try:
+            self._retrying(lambda: self._client.put_multi(entities))
+        except gexc.GoogleAPICallError as exc:  # refused: the loader runs on without it
+            raise TransientError(
+                f"Datastore refused the digest: {type(exc).__name__}", code="datastore"
+            ) from None
+        self.work.add(written=len(entities))
 
     def expired_claims(self) -> list[StoredRow]:
         """PROCESSING rows whose lease has passed, wherever they are (also rows that left the

@@ -138,3 +138,20 @@ def test_rows_finished_since_are_read_page_by_page_and_counted(store, monkeypatc
         "queries": 3,  # pages of 2, 2 and 1
         "keys_read": 0,
     }
+
+
+def test_a_digest_of_many_chunks_reads_back_whole_and_is_not_rewritten_unchanged(
+    store, monkeypatch
+):
+    import shared.adapters.store as store_module
+
+    monkeypatch.setattr(store_module, "_DIGEST_CHUNK_ROWS", 3)
+    rows = {f"행-{i}": (f"hash{i}", "SUCCESS" if i % 2 else "FAILED") for i in range(10)}
+    store.write_digest("book/tab", rows, {})
+    assert store.read_digest("book/tab") == rows
+    work = store.work.snapshot()
+    store.write_digest("book/tab", rows, store.read_digest("book/tab"))
+    assert store.work.since(work)["entities_written"] == 0
+    store.write_digest("book/tab", {"행-1": ("hash1", "SUCCESS")}, rows)
+    assert store.read_digest("book/tab") == {"행-1": ("hash1", "SUCCESS")}
+    assert store.read_digest("other/tab") == {}
