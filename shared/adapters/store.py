@@ -42,6 +42,8 @@ RUNS_KIND = "dify_batch_loader_runs"  # per sheet: when the loader last ran
 DIGEST_KIND = "dify_batch_loader_digest"  # per sheet: the finished rows the loader last saw
 _DIGEST_CHUNK_BYTES = 512 * 1024  # one digest entity's rows (the entity limit is 1 MiB)
 _DIGEST_CHUNK_ROWS = 5000
+# Chunks per lookup: an answer must stay under the emulator's 4 MiB gRPC messages.
+_DIGEST_CHUNKS_PER_LOOKUP = 4
 FINISHED_PAGE = 1000  # rows per page of the finished-since query
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
 UNINDEXED = ("inputs", "result", "error")
@@ -564,7 +566,7 @@ class StatusStore:
         chunks = int(head.get("chunks") or 0) if head is not None else 0
         keys = [self._client.key(DIGEST_KIND, f"{sheet}#{i}") for i in range(chunks)]
         found: dict[str, tuple[str, str]] = {}
-        for batch in chunked(keys, LOOKUP_BATCH):
+        for batch in chunked(keys, _DIGEST_CHUNKS_PER_LOOKUP):
             entities = self._retrying(
                 lambda batch=batch: self._client.get_multi(batch)  # type: ignore[misc]
             )

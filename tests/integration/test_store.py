@@ -146,6 +146,7 @@ def test_a_digest_of_many_chunks_reads_back_whole_and_is_not_rewritten_unchanged
     import shared.adapters.store as store_module
 
     monkeypatch.setattr(store_module, "_DIGEST_CHUNK_ROWS", 3)
+    monkeypatch.setattr(store_module, "_DIGEST_CHUNKS_PER_LOOKUP", 2)
     rows = {f"행-{i}": (f"hash{i}", "SUCCESS" if i % 2 else "FAILED") for i in range(10)}
     store.write_digest("book/tab", rows, {})
     assert store.read_digest("book/tab") == rows
