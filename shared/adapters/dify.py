@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import heapq
 import ipaddress
+import itertools
 import json
 import re
 import socket
@@ -100,6 +102,62 @@ def _shut_down(stream: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
+class _Alarms:
+    """One daemon thread that fires every watchdog of the process when its time comes: a
+    thread started per call (threading.Timer) cost more CPU than the rest of the call's own
+    work. Cancelled alarms are dropped from the heap once they are half of it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._live: set[int] = set()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, seconds: float, fire: Callable[[], None]) -> int:
+        entry = (time.monotonic() + max(0.0, seconds), next(self._seq), fire)
+        with self._cond:
+            heapq.heappush(self._heap, entry)
+            self._live.add(entry[1])
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dify-alarms", daemon=True)
+                self._thread.start()
+            if self._heap[0] is entry:
+                self._cond.notify()
+        return entry[1]
+
+    def cancel(self, alarm: int) -> None:
+        with self._cond:
+            self._live.discard(alarm)
+            if len(self._heap) > 64 and len(self._live) < len(self._heap) // 2:
+                self._heap = [e for e in self._heap if e[1] in self._live]
+                heapq.heapify(self._heap)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                _, alarm, fire = heapq.heappop(self._heap)
+                self._live.discard(alarm)
+                self._cond.release()
+                try:
+                    with contextlib.suppress(Exception):
+                        fire()
+                finally:
+                    self._cond.acquire()
+
+
+_ALARMS = _Alarms()
+
+
 class _Watchdog:
     """Shuts the response's socket down when the deadline passes, which wakes a blocked read
     at once (closing the socket from another thread would not)."""
@@ -107,19 +165,20 @@ class _Watchdog:
     def __init__(self, response: httpx.Response, seconds: float) -> None:
         self.fired = False
         self._socket = response.extensions.get("network_stream")
-        self._timer = threading.Timer(max(0.0, seconds), self._fire)
-        self._timer.daemon = True
+        self._seconds = seconds
+        self._alarm: int | None = None
 
     def _fire(self) -> None:
         self.fired = True
         _shut_down(self._socket)
 
     def __enter__(self) -> _Watchdog:
-        self._timer.start()
+        self._alarm = _ALARMS.add(self._seconds, self._fire)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        if self._alarm is not None:
+            _ALARMS.cancel(self._alarm)
 
 
 class _StreamMonitor:

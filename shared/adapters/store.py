@@ -53,6 +53,13 @@ MAX_NOT_RUN = 10_000
 # SPEND_SHARDS, picked at random, and a total is one small query over the shards.
 SPEND_KIND = "dify_batch_spend"
 SPEND_SHARDS = 20
+
+DIGEST_KIND = "dify_batch_loader_digest"  # per sheet: the finished rows the loader last saw
+_DIGEST_CHUNK_BYTES = 512 * 1024  # one digest entity's rows (the entity limit is 1 MiB)
+_DIGEST_CHUNK_ROWS = 5000
+# Chunks per lookup: an answer must stay under the emulator's 4 MiB gRPC messages.
+_DIGEST_CHUNKS_PER_LOOKUP = 4
+FINISHED_PAGE = 1000  # rows per page of the finished-since query
 # Long text must stay out of indexes (indexed strings are limited to 1,500 bytes).
 UNINDEXED = ("inputs", "result", "error", "last_error")
 
@@ -88,6 +95,40 @@ class KeyedLocks:
                     del self._locks[key]
                 else:
                     self._locks[key] = (lock, users - 1)
+
+
+class DatastoreWork:
+    """What the loader's side of the store asked of Datastore, for the run's summary: keys
+    looked up and entities a query returned (`entities_read`: what Datastore bills as entity
+    reads), entities put (`entities_written`), queries run, and keys returned by keys-only
+    queries (`keys_read`: billed as index entries, one read per batch of up to 1,000). Counted
+    on every attempt, so a retried transaction shows its real cost. Thread-safe; cumulative,
+    read with `snapshot()`."""
+
+    FIELDS = ("entities_read", "entities_written", "queries", "keys_read")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.FIELDS, 0)
+
+    def add(self, *, read: int = 0, written: int = 0, queries: int = 0, keys: int = 0) -> None:
+        with self._lock:
+            self._counts["entities_read"] += read
+            self._counts["entities_written"] += written
+            self._counts["queries"] += queries
+            self._counts["keys_read"] += keys
+
+    def query_read(self, entities: int) -> None:
+        """One query made, and the entities it returned."""
+        self.add(read=entities, queries=1)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        now = self.snapshot()
+        return {k: now[k] - before.get(k, 0) for k in self.FIELDS}
 
 
 def utcnow() -> datetime:
@@ -187,6 +228,7 @@ class StatusStore:
         self._client = client
         self._clock = clock
         self._claiming = KeyedLocks()
+        self.work = DatastoreWork()  # the loader's side only: the worker's path stays as lean
         self._retry = Retry(
             # A message too large for the server fails again the same way: not retried here.
             predicate=lambda exc: isinstance(exc, _RETRYABLE) and not _too_large(exc),
@@ -232,10 +274,11 @@ class StatusStore:
         """PENDING (or PROCESSING with an expired lease) -> PROCESSING, attempts + 1, new lease.
 
         Duplicate deliveries that reach the same instance wait for each other here rather than
-        pile into Datastore lock waits. Each attempt then looks without a lock: a finished or
-        running row ends there, and a retry after an aborted transaction that finds the row
-        taken stops contending. Only a row that still looks claimable is re-read and changed
-        in a transaction, which is what settles races between instances.
+        pile into Datastore lock waits. The first attempt goes straight to the transaction (the
+        common case, one delivery of a PENDING row, costs no extra round trip); the transaction
+        re-reads the row and settles races between instances. Each retry after an aborted
+        transaction first looks without a lock: a finished or running row ends there, so a
+        delivery that finds the row taken stops contending.
         """
 
         def look() -> Claim | None:
@@ -268,8 +311,15 @@ class StatusStore:
             txn.put(entity)
             return Claim(verdict, row, claim_id, row.attempts + 1)
 
+        tries = 0
+
+        def attempt() -> Claim:
+            nonlocal tries
+            tries += 1
+            return (look() if tries > 1 else None) or self._in_transaction(work)
+
         with self._claiming.hold(row_id):
-            return self._retrying(lambda: look() or self._in_transaction(work))
+            return self._retrying(attempt)
 
     def finish(
         self,
@@ -354,6 +404,7 @@ class StatusStore:
             entities: list[datastore.Entity] = self._retrying(
                 lambda keys=keys: self._client.get_multi(keys)  # type: ignore[misc]
             )
+            self.work.add(read=len(keys))
             for entity in entities:
                 try:
                     row = to_stored_row(entity)
@@ -383,6 +434,7 @@ class StatusStore:
                 fresh = [r for r in batch if r.row_id not in existing]
                 for r in fresh:
                     txn.put(self._new_entity(r, now))
+                self.work.add(read=len(keys), written=len(fresh))
                 return [r.row_id for r in fresh]
 
             try:
@@ -441,6 +493,7 @@ class StatusStore:
                     changed.append(entity)
                 for entity in changed:
                     txn.put(entity)
+                self.work.add(read=len(by_id), written=len(changed))
                 return [e.key.name for e in changed]
 
             try:
@@ -457,7 +510,12 @@ class StatusStore:
         (`write_pending`), not a read of every entity."""
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("write_pending", "=", True))
-        for page in fetch_pages(query, page_size=PENDING_PAGE_ROWS, retrying=self._retrying):
+        for page in fetch_pages(
+            query,
+            page_size=PENDING_PAGE_ROWS,
+            retrying=self._retrying,
+            counted=self.work.query_read,
+        ):
             yield [_finished(entity) for entity in page]
 
     def pending_writes(self) -> list[Finished]:
@@ -471,10 +529,13 @@ class StatusStore:
             def work(txn: datastore.Transaction, batch: Sequence[Finished] = batch) -> None:
                 wanted = {r.row_id: r.finished_at for r in batch}
                 entities = self._client.get_multi([self.key(i) for i in wanted], transaction=txn)
+                written = 0
                 for entity in entities:
                     if entity.get("finished_at") == wanted[entity.key.name]:
                         entity.update(write_pending=False)
                         txn.put(entity)
+                        written += 1
+                self.work.add(read=len(wanted), written=written)
 
             self._transact(work)
 
@@ -526,6 +587,7 @@ class StatusStore:
     def result_headers(self, sheet: str) -> list[str]:
         """Headers an earlier write-back added to `sheet`: result columns, never inputs."""
         entity = self._retrying(lambda: self._client.get(self._client.key(COLUMNS_KIND, sheet)))
+        self.work.add(read=1)
         return list(entity.get("headers") or []) if entity is not None else []
 
     def remember_result_headers(self, sheet: str, headers: Sequence[str]) -> None:
@@ -535,26 +597,118 @@ class StatusStore:
         entity = datastore.Entity(self._client.key(COLUMNS_KIND, sheet))
         entity.update(headers=[*known, *(h for h in headers if h not in known)])
         self._retrying(lambda: self._client.put(entity))
+        self.work.add(written=1)
 
     def finished_since(self, since: datetime) -> list[dict[str, Any]]:
         """Status, tokens and time of the rows finished since `since` (one property's range:
         the built-in index serves it)."""
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("finished_at", ">=", since))
-        return [
-            {k: e.get(k) for k in ("status", "total_tokens", "elapsed_time")}
-            for page in fetch_pages(query, page_size=1000, retrying=self._retrying)
-            for e in page
-        ]
+        found: list[dict[str, Any]] = []
+        for page in fetch_pages(
+            query, page_size=FINISHED_PAGE, retrying=self._retrying, counted=self.work.query_read
+        ):
+            found.extend(
+                {k: e.get(k) for k in ("status", "total_tokens", "elapsed_time")} for e in page
+            )
+        return found
 
     def last_run(self, sheet: str) -> datetime | None:
         entity = self._retrying(lambda: self._client.get(self._client.key(RUNS_KIND, sheet)))
+        self.work.add(read=1)
         return entity.get("at") if entity is not None else None
 
     def note_run(self, sheet: str, at: datetime) -> None:
         entity = datastore.Entity(self._client.key(RUNS_KIND, sheet))
         entity.update(at=at)
         self._retrying(lambda: self._client.put(entity))
+        self.work.add(written=1)
+
+    def _keys_where(self, status: Status) -> set[str]:
+        query = self._client.query(kind=KIND)
+        query.add_filter(filter=datastore.query.PropertyFilter("status", "=", status.value))
+        query.keys_only()
+        keys = self._retrying(lambda: [e.key.name for e in query.fetch()])
+        self.work.add(queries=1, keys=len(keys))
+        return {str(k) for k in keys}
+
+    def unfinished_ids(self) -> set[str]:
+        """Ids of every PENDING or PROCESSING row, whatever set it so (a worker, the loader, a
+        hand edit): keys-only equality queries on the built-in index, billed by index entries,
+        not per entity."""
+        return self._keys_where(Status.PENDING) | self._keys_where(Status.PROCESSING)
+
+    def failed_ids(self) -> set[str]:
+        """Ids of every FAILED row (keys-only, as unfinished_ids)."""
+        return self._keys_where(Status.FAILED)
+
+    def read_digest(self, sheet: str) -> dict[str, tuple[str, str]]:
+        """The finished rows the loader saw last run on `sheet`: row id -> (stored inputs_hash,
+        status). Empty when there is none or it cannot be read (then every row is looked up)."""
+        head = self._retrying(lambda: self._client.get(self._client.key(DIGEST_KIND, sheet)))
+        self.work.add(read=1)
+        chunks = int(head.get("chunks") or 0) if head is not None else 0
+        keys = [self._client.key(DIGEST_KIND, f"{sheet}#{i}") for i in range(chunks)]
+        found: dict[str, tuple[str, str]] = {}
+        for batch in chunked(keys, _DIGEST_CHUNKS_PER_LOOKUP):
+            entities = self._retrying(
+                lambda batch=batch: self._client.get_multi(batch)  # type: ignore[misc]
+            )
+            self.work.add(read=len(batch))
+            if len(entities) != len(batch):
+                return {}  # a chunk is gone: trust none of it
+            for entity in entities:
+                try:
+                    rows = json.loads(entity.get("rows") or "{}")
+                    found.update({str(k): (str(v[0]), str(v[1])) for k, v in rows.items()})
+                except (ValueError, TypeError, IndexError, AttributeError):
+                    return {}
+        return found
+
+    def write_digest(
+        self, sheet: str, rows: dict[str, tuple[str, str]], previous: dict[str, tuple[str, str]]
+    ) -> None:
+        """Replace the digest of `sheet` (nothing is written when it did not change)."""
+        if rows == previous:
+            return
+        texts: list[str] = []
+        part: dict[str, tuple[str, str]] = {}
+        size = 0
+        for row_id, entry in rows.items():
+            item = len(row_id.encode()) + len(entry[0]) + 24
+            if part and (len(part) >= _DIGEST_CHUNK_ROWS or size + item > _DIGEST_CHUNK_BYTES):
+                texts.append(json.dumps(part, ensure_ascii=False))
+                part, size = {}, 0
+            part[row_id] = entry
+            size += item
+        if part:
+            texts.append(json.dumps(part, ensure_ascii=False))
+        entities = []
+        for index, text in enumerate(texts):
+            entity = datastore.Entity(
+                self._client.key(DIGEST_KIND, f"{sheet}#{index}"), exclude_from_indexes=("rows",)
+            )
+            entity["rows"] = text
+            entities.append(entity)
+        head = datastore.Entity(self._client.key(DIGEST_KIND, sheet))
+        head["chunks"] = len(texts)
+        for batch in batched_by_size(  # chunks first, then the head
+            entities,
+            size_of=lambda e: len(e["rows"].encode()) + _ROW_OVERHEAD_BYTES,
+            count=WRITE_BATCH,
+            max_bytes=COMMIT_BYTES,
+        ):
+            self._put_digest(batch)
+        self._put_digest([head])
+
+    def _put_digest(self, entities: Sequence[datastore.Entity]) -> None:
+        try:
+            self._retrying(lambda: self._client.put_multi(entities))
+        except gexc.GoogleAPICallError as exc:  # refused: the loader runs on without it
+            raise TransientError(
+                f"Datastore refused the digest: {type(exc).__name__}", code="datastore"
+            ) from None
+        self.work.add(written=len(entities))
 
     def expired_claims(self) -> list[StoredRow]:
         """PROCESSING rows whose lease has passed, wherever they are (also rows that left the
@@ -564,9 +718,11 @@ class StatusStore:
         query = self._client.query(kind=KIND)
         query.add_filter(filter=datastore.query.PropertyFilter("status", "=", Status.PROCESSING))
         found: list[StoredRow] = []
-        entities = (
-            e for page in fetch_pages(query, page_size=500, retrying=self._retrying) for e in page
-        )
+        entities: list[datastore.Entity] = []
+        for page in fetch_pages(
+            query, page_size=500, retrying=self._retrying, counted=self.work.query_read
+        ):
+            entities.extend(page)
         for entity in entities:
             try:
                 row = to_stored_row(entity)
@@ -603,9 +759,11 @@ def fetch_pages(
     page_size: int,
     retrying: Callable[[Callable[[], Any]], Any] | None = None,
     max_bytes: int = PAGE_BYTES,
+    counted: Callable[[int], None] | None = None,
 ) -> Iterator[list[datastore.Entity]]:
     """Every entity of `query`, a page at a time, until the query's cursor says it is done
-    (a short page is not the end: production may stop a batch early)."""
+    (a short page is not the end: production may stop a batch early). `counted` hears of
+    every query made, with the entities it returned (empty answers too)."""
     cursor: bytes | None = None
     limit = min(page_size, FIRST_PAGE_ROWS)  # sizes are unknown until a page is read
 
@@ -625,6 +783,8 @@ def fetch_pages(
                 raise
             limit = max(1, limit // 2)
             continue
+        if counted is not None:
+            counted(len(entities))
         if entities:
             yield entities
             average = sum(_entity_bytes(e) for e in entities) // len(entities)

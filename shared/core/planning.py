@@ -173,3 +173,44 @@ def plan(
             continue
         requeue(row, "expired_lease", _reset(row), lease_expired_before=now)
     return result
+
+
+# -- a sheet at rest: rows that need no read ---------------------------------------------------
+
+Digest = dict[str, tuple[str, str]]  # row id -> (stored inputs_hash, SUCCESS or FAILED)
+_FINISHED = (Status.SUCCESS.value, Status.FAILED.value)
+
+
+def quiet_rows(
+    rows: Iterable[SheetRow],
+    digest: Digest,
+    *,
+    unfinished: set[str],
+    failed: set[str] | None,
+) -> dict[str, str]:
+    """Rows the loader can leave without reading their entity (row id -> status), because
+    reading it could change nothing: the last run saw the row finished with these very inputs,
+    and no query finds it PENDING or PROCESSING now (whoever set that: a worker, the loader,
+    a hand edit). `failed` (retry_failed) holds every FAILED row, which is then read. Any other
+    row is read and planned as before."""
+    quiet: dict[str, str] = {}
+    for row in rows:
+        seen = digest.get(row.row_id)
+        if seen is None or seen[1] not in _FINISHED or seen[0] != row.inputs_hash:
+            continue
+        if row.row_id in unfinished or (failed is not None and row.row_id in failed):
+            continue
+        quiet[row.row_id] = seen[1]
+    return quiet
+
+
+def next_digest(
+    stored: dict[str, StoredRow], quiet: dict[str, str], digest: Digest, touched: set[str]
+) -> Digest:
+    """What the next run may trust: the finished rows as this run read them (not those it
+    changed or tried to), and the quiet rows as they were."""
+    kept = {row_id: digest[row_id] for row_id in quiet}
+    for row in stored.values():
+        if row.status.value in _FINISHED and row.inputs_hash and row.row_id not in touched:
+            kept[row.row_id] = (row.inputs_hash, row.status.value)
+    return kept

@@ -5,17 +5,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.adapters.logs import get_logger
-from shared.adapters.store import PartialWrite, StatusStore, utcnow
-from shared.adapters.tasks import TaskQueue
-from shared.core.errors import BatchError, SheetError
+from shared.adapters.store import PartialWrite, StatusStore, chunked, utcnow
+from shared.adapters.tasks import EnqueueReport, TaskQueue
+from shared.core.errors import BatchError, SheetError, TransientError
 from shared.core.form_check import Variable, check_row, missing_required, unknown_columns
 from shared.core.model import NewRow, Status
-from shared.core.planning import Enqueue, LoadOptions, count_reasons, plan
+from shared.core.planning import (
+    Digest,
+    Enqueue,
+    LoadOptions,
+    count_reasons,
+    next_digest,
+    plan,
+    quiet_rows,
+)
 from shared.core.rows import InvalidRow, ParsedSheet, RowFilter, SheetRow, parse_rows
 from shared.core.spend import SPEND_CODE, SpendLimits, limit_reached
 from shared.core.workflows import Routing, route
@@ -33,6 +42,7 @@ if TYPE_CHECKING:
 
 log = get_logger("loader")
 MAX_LISTED = 100  # ids listed per category in the answer; the counts are always complete
+NEW_ROWS_PER_CHUNK = 2000  # new rows written, then enqueued while the next chunk is written
 
 
 class Sheet(Protocol):
@@ -62,6 +72,8 @@ class LoadReport:
     write_back: dict[str, Any] = field(default_factory=dict)
     spend: dict[str, Any] = field(default_factory=dict)  # with a spend limit: tokens so far
     finished_since_last_run: dict[str, Any] = field(default_factory=dict)
+    # What this run asked of Datastore (entities_read, entities_written, queries): its cost.
+    datastore: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +132,7 @@ class LoaderService:
     def load(self, options: LoadOptions) -> LoadReport:
         started = self._timer()
         run_started = self._clock()
+        work_before = self._store.work.snapshot()
         queue_state = self._queue_state(options)
         if options.pause:  # the operator's pause: nothing else
             report = LoadReport(dry_run=options.dry_run, queue=queue_state)
@@ -200,6 +213,7 @@ class LoaderService:
                     else {}
                 ),
             }
+        report.datastore = self._store.work.since(work_before)
         report.elapsed_s = round(self._timer() - started, 3)
         self._log(report)
         return report
@@ -284,11 +298,28 @@ class LoaderService:
         report: LoadReport,
     ) -> None:
         checked, refused = self._check_inputs(sheet, header, excluded, report)
-        stored, unreadable = self._store.get_many_checked([r.row_id for r in checked])
+        digest = self._read_digest()
+        quiet: dict[str, str] = {}
+        if any(r.row_id in digest for r in checked):
+            # A sheet at rest: rows the last run saw finished are not read again unless their
+            # inputs changed or a keys-only query finds them unfinished (or FAILED, to retry).
+            quiet = quiet_rows(
+                [r for r in checked if r.row_id not in refused],
+                digest,
+                unfinished=self._store.unfinished_ids(),
+                failed=self._store.failed_ids() if options.retry_failed else None,
+            )
+        stored, unreadable = self._store.get_many_checked(
+            [r.row_id for r in checked if r.row_id not in quiet]
+        )
         for row in checked:  # entities edited by hand into something unreadable
             if row.row_id in unreadable:
                 sheet.invalid.append(InvalidRow(row.row_number, row.row_id, unreadable[row.row_id]))
-        rows = [r for r in checked if r.row_id not in unreadable and r.row_id not in refused]
+        rows = [
+            r
+            for r in checked
+            if r.row_id not in unreadable and r.row_id not in refused and r.row_id not in quiet
+        ]
         # A refused row is recorded FAILED with its reason (no task), so it shows in the sheet
         # and in `status`; an existing one stays as it is until its cells are fixed.
         refused_new = [
@@ -313,6 +344,7 @@ class LoaderService:
             namespace=self._namespace,
             expired_claims=self._store.expired_claims(),
         )
+        actions.skipped.update(quiet.values())
         report.skipped = dict(actions.skipped)
         if options.dry_run:
             report.new = len(actions.new_rows)
@@ -322,19 +354,38 @@ class LoaderService:
         # Entities first, tasks second: a worker never gets a task for a row it cannot find,
         # and a run that dies in between loses nothing (the next run finds the lost tasks).
         # What was committed gets its tasks even when a later batch failed.
-        created, write_error = _committed(self._store.insert_new, actions.new_rows)
-        applied: list[str] = []
-        if write_error is None:
-            applied, write_error = _committed(self._store.apply, actions.transitions)
-        if write_error is None and refused_new:
-            _, write_error = _committed(self._store.insert_new, refused_new)
-        requeued = [actions.requeue[i] for i in applied if i in actions.requeue]
+        # New rows go in chunks: a chunk's tasks are created (in the background) while the
+        # next chunk is written, so the run takes about the longer of the two, not their sum.
         workflow_of = {r.row_id: r.workflow for r in actions.new_rows}
-        items = [Enqueue(i, 0, "new", workflow_of.get(i, "")) for i in created] + requeued
-        enqueued = self._queue.enqueue(items)
+        created: list[str] = []
+        applied: list[str] = []
+        write_error: str | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="enqueue") as enqueuer:
+            enqueues = []
+            for chunk in chunked(actions.new_rows, NEW_ROWS_PER_CHUNK):
+                done, write_error = _committed(self._store.insert_new, chunk)
+                created.extend(done)
+                items = [Enqueue(i, 0, "new", workflow_of.get(i, "")) for i in done]
+                enqueues.append(enqueuer.submit(self._queue.enqueue, items))
+                if write_error is not None:
+                    break
+            if write_error is None:
+                applied, write_error = _committed(self._store.apply, actions.transitions)
+            if write_error is None and refused_new:
+                _, write_error = _committed(self._store.insert_new, refused_new)
+            requeued = [actions.requeue[i] for i in applied if i in actions.requeue]
+            enqueues.append(enqueuer.submit(self._queue.enqueue, requeued))
+            enqueued = EnqueueReport()
+            for future in enqueues:
+                part = future.result()
+                enqueued.created.extend(part.created)
+                enqueued.existing.extend(part.existing)
+                enqueued.errors.update(part.errors)
         if write_error is not None:
             # The scheduler's retry (or the next run) writes and enqueues the rest.
             enqueued.errors["(datastore)"] = write_error
+        touched = set(actions.requeue) | {t.row_id for t in actions.transitions}
+        self._write_digest(next_digest(stored, quiet, digest, touched), digest)
         report.new = len(created)
         report.re_enqueued = count_reasons(requeued)
         report.inputs_updated = len(set(applied) & set(actions.inputs_updated))
@@ -342,6 +393,22 @@ class LoaderService:
         report.tasks_existing = len(enqueued.existing)
         report.error_count = len(enqueued.errors)
         report.errors = [{"id": i, "error": e} for i, e in enqueued.errors.items()][:MAX_LISTED]
+
+    def _digest_key(self) -> str:
+        return self._sheet_key or "sheet"
+
+    def _read_digest(self) -> Digest:
+        try:
+            return self._store.read_digest(self._digest_key())
+        except TransientError as exc:  # then every row is read, as without a digest
+            log.warning("the loader's digest could not be read (%s)", exc.describe())
+            return {}
+
+    def _write_digest(self, rows: Digest, previous: Digest) -> None:
+        try:
+            self._store.write_digest(self._digest_key(), rows, previous)
+        except TransientError as exc:  # the next run reads more rows; nothing else changes
+            log.warning("the loader's digest could not be written (%s)", exc.describe())
 
     def _write_results(self, header: list[str], known: list[str]) -> dict[str, Any]:
         """Write the outcome of every row that finished since the last write (found with an

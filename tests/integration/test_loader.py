@@ -134,6 +134,132 @@ def test_a_second_run_on_an_unchanged_sheet_creates_no_task_and_writes_nothing(
     assert after == before
 
 
+def test_the_summary_reports_the_datastore_work_of_each_run(loader_url, sheets, ds_client):
+    set_rows(sheets, ["a", "x", "en"], ["b", "y", "en"], ["c", "z", "en"])
+    first = trigger(loader_url).json()
+    # The digest's head, 3 keys looked up, 3 re-read in the inserting transaction, the
+    # last-run note; 3 entities and the note written; one query (expired leases).
+    assert first["datastore"] == {
+        "entities_read": 8,
+        "entities_written": 4,
+        "queries": 1,
+        "keys_read": 0,
+    }
+    second = trigger(loader_url).json()
+    # The digest's head, 3 lookups, the note; only the note written; expired leases and
+    # finished-since.
+    assert second["datastore"] == {
+        "entities_read": 5,
+        "entities_written": 1,
+        "queries": 2,
+        "keys_read": 0,
+    }
+    finish(ds_client, "a")
+    third = trigger(loader_url).json()
+    # The finished row also comes back from finished-since; the digest now holds it (one
+    # chunk and its head written).
+    assert third["datastore"]["entities_read"] == 6
+    assert third["datastore"]["entities_written"] == 3
+    assert third["finished_since_last_run"]["succeeded"] == 1
+    fourth = trigger(loader_url).json()
+    # The digest (head and chunk), b and c looked up, the note; keys-only queries for the
+    # unfinished rows find b and c.
+    assert fourth["datastore"] == {
+        "entities_read": 5,
+        "entities_written": 1,
+        "queries": 4,
+        "keys_read": 2,
+    }
+    assert fourth["skipped"] == {"SUCCESS": 1, "PENDING": 2}
+
+
+def finish(ds_client, row_id, status="SUCCESS", **changes):
+    """What a worker's record does (or a hand edit that sets only `changes`)."""
+    row = entity(ds_client, row_id)
+    row.update(status=status, finished_at=datetime.now(UTC), **changes)
+    ds_client.put(row)
+
+
+# -- a sheet at rest ---------------------------------------------------------------------------
+
+
+def test_a_sheet_at_rest_is_not_read_row_by_row(loader_url, sheets, tasks, ds_client):
+    set_rows(sheets, *[[f"r{i}", f"title {i}", "en"] for i in range(30)])
+    trigger(loader_url)
+    for i in range(30):
+        finish(ds_client, f"r{i}", "FAILED" if i == 0 else "SUCCESS", error="boom")
+    trigger(loader_url)  # reads every row once, and notes what it saw
+    creates = len(tasks.created)
+    summary = trigger(loader_url).json()
+    assert summary["skipped"] == {"SUCCESS": 29, "FAILED": 1}
+    assert (summary["new"], summary["tasks_created"], summary["re_enqueued"]) == (0, 0, {})
+    # The digest (head and one chunk) and the last-run note: no row's entity.
+    assert summary["datastore"]["entities_read"] == 3
+    assert summary["datastore"]["keys_read"] == 0
+    assert len(tasks.created) == creates
+
+
+def test_a_row_changed_in_the_sheet_is_read_again_and_reprocessed(loader_url, sheets, ds_client):
+    set_rows(sheets, ["a", "old", "en"], ["b", "same", "en"])
+    trigger(loader_url)
+    finish(ds_client, "a")
+    finish(ds_client, "b")
+    trigger(loader_url)
+    set_rows(sheets, ["a", "new", "en"], ["b", "same", "en"])
+    summary = trigger(loader_url, reprocess_changed=True).json()
+    assert summary["re_enqueued"] == {"reprocess_changed": 1}
+    assert summary["skipped"] == {"SUCCESS": 1}
+    assert json.loads(entity(ds_client, "a")["inputs"])["title"] == "new"
+    # The next run reads the re-run row (PENDING now), not the one at rest.
+    again = trigger(loader_url).json()
+    assert again["skipped"] == {"SUCCESS": 1, "PENDING": 1}
+    assert again["datastore"]["entities_read"] == 2 + 1 + 1  # digest, a, the note
+
+
+def test_a_finished_entity_set_back_to_pending_by_hand_is_re_enqueued(
+    loader_url, sheets, ds_client, tasks, namespace
+):
+    set_rows(sheets, ["a", "x", "en"], ["b", "y", "en"])
+    trigger(loader_url)
+    finish(ds_client, "a")
+    finish(ds_client, "b")
+    trigger(loader_url)
+    tasks.clear()  # both ran: their tasks are done
+    row = entity(ds_client, "a")
+    row.update(status="PENDING")  # by hand, in the console: updated_at untouched
+    ds_client.put(row)
+    summary = trigger(loader_url).json()
+    assert summary["re_enqueued"] == {"lost_task": 1}
+    assert summary["skipped"] == {"SUCCESS": 1}
+    assert task_name(namespace, "a", 1) in tasks.task_names()
+
+
+def test_retry_failed_finds_rows_failed_since_the_last_run_even_by_hand(
+    loader_url, sheets, ds_client
+):
+    set_rows(sheets, ["a", "x", "en"], ["b", "y", "en"])
+    trigger(loader_url)
+    finish(ds_client, "a")
+    finish(ds_client, "b")
+    trigger(loader_url)
+    row = entity(ds_client, "b")
+    row.update(status="FAILED", error="set by hand")
+    ds_client.put(row)
+    summary = trigger(loader_url, retry_failed=True).json()
+    assert summary["re_enqueued"] == {"retry_failed": 1}
+    assert entity(ds_client, "b")["status"] == "PENDING"
+    assert entity(ds_client, "a")["status"] == "SUCCESS"
+
+
+def test_a_dry_run_leaves_the_digest_as_it_was(loader_url, sheets, ds_client):
+    set_rows(sheets, ["a", "x", "en"])
+    trigger(loader_url)
+    finish(ds_client, "a")
+    summary = trigger(loader_url, dry_run=True).json()
+    assert summary["skipped"] == {"SUCCESS": 1}
+    assert list(ds_client.query(kind="dify_batch_loader_digest").fetch()) == []
+
+
 @pytest.mark.parametrize("status", ["SUCCESS", "FAILED"])
 def test_finished_rows_are_skipped(loader_url, sheets, tasks, ds_client, status):
     set_rows(sheets, ["a", "x", "en"])

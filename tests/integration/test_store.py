@@ -113,3 +113,46 @@ def test_get_many_reads_more_than_one_lookup_batch(store):
     found = store.get_many([*ids, "absent"])
     assert len(found) == 1200
     assert found["row-1199"].inputs == {"q": "row-1199"}
+
+
+def test_rows_finished_since_are_read_page_by_page_and_counted(store, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    import shared.adapters.store as store_module
+
+    monkeypatch.setattr(store_module, "FINISHED_PAGE", 2)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    store.insert_new([new(f"f{i}") for i in range(5)])
+    for i in range(5):
+        claim = store.claim(f"f{i}", max_attempts=3, lease_seconds=60)
+        status = Status.FAILED if i == 0 else Status.SUCCESS
+        changes = {"status": status.value, "finished_at": datetime.now(UTC), "total_tokens": 10}
+        assert store.finish(f"f{i}", claim_id=claim.claim_id, changes=changes)
+    work = store.work.snapshot()
+    rows = store.finished_since(before)
+    assert sorted(r["status"] for r in rows) == ["FAILED", *["SUCCESS"] * 4]
+    assert sum(r["total_tokens"] for r in rows) == 50
+    assert store.work.since(work) == {
+        "entities_read": 5,
+        "entities_written": 0,
+        "queries": 3,  # pages of 2, 2 and 1
+        "keys_read": 0,
+    }
+
+
+def test_a_digest_of_many_chunks_reads_back_whole_and_is_not_rewritten_unchanged(
+    store, monkeypatch
+):
+    import shared.adapters.store as store_module
+
+    monkeypatch.setattr(store_module, "_DIGEST_CHUNK_ROWS", 3)
+    monkeypatch.setattr(store_module, "_DIGEST_CHUNKS_PER_LOOKUP", 2)
+    rows = {f"행-{i}": (f"hash{i}", "SUCCESS" if i % 2 else "FAILED") for i in range(10)}
+    store.write_digest("book/tab", rows, {})
+    assert store.read_digest("book/tab") == rows
+    work = store.work.snapshot()
+    store.write_digest("book/tab", rows, store.read_digest("book/tab"))
+    assert store.work.since(work)["entities_written"] == 0
+    store.write_digest("book/tab", {"행-1": ("hash1", "SUCCESS")}, rows)
+    assert store.read_digest("book/tab") == {"행-1": ("hash1", "SUCCESS")}
+    assert store.read_digest("other/tab") == {}

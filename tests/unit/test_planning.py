@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.core.model import Status, StoredRow
-from shared.core.planning import LoadOptions, plan, task_id
+from shared.core.planning import LoadOptions, next_digest, plan, quiet_rows, task_id
 from shared.core.rows import SheetRow, inputs_hash
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -125,3 +125,37 @@ def test_a_lost_task_row_that_was_edited_is_re_enqueued_with_the_new_inputs():
     (t,) = result.transitions
     assert t.changes["generation"] == 1
     assert '"edited"' in t.changes["inputs"]
+
+
+# -- a sheet at rest ---------------------------------------------------------------------------
+
+
+def test_rows_seen_finished_with_the_same_inputs_are_quiet():
+    rows = [sheet_row("a"), sheet_row("b"), sheet_row("c", "changed"), sheet_row("new")]
+    digest = {
+        "a": (sheet_row("a").inputs_hash, "SUCCESS"),
+        "b": (sheet_row("b").inputs_hash, "FAILED"),
+        "c": (sheet_row("c").inputs_hash, "SUCCESS"),
+    }
+    assert quiet_rows(rows, digest, unfinished=set(), failed=None) == {
+        "a": "SUCCESS",
+        "b": "FAILED",
+    }
+
+
+def test_rows_a_query_finds_unfinished_or_failed_for_a_retry_are_read():
+    rows = [sheet_row("a"), sheet_row("b")]
+    digest = {r.row_id: (r.inputs_hash, "SUCCESS") for r in rows}
+    assert quiet_rows(rows, digest, unfinished={"a"}, failed=None) == {"b": "SUCCESS"}
+    assert quiet_rows(rows, digest, unfinished=set(), failed={"b"}) == {"a": "SUCCESS"}
+
+
+def test_the_next_digest_keeps_finished_rows_read_and_quiet_ones_not_those_changed():
+    read = {
+        "done": stored("done", Status.SUCCESS),
+        "waiting": stored("waiting", Status.PENDING),
+        "retried": stored("retried", Status.FAILED),
+    }
+    digest = {"quiet": ("h", "FAILED"), "gone": ("h", "SUCCESS")}
+    kept = next_digest(read, {"quiet": "FAILED"}, digest, touched={"retried"})
+    assert kept == {"quiet": ("h", "FAILED"), "done": (read["done"].inputs_hash, "SUCCESS")}
