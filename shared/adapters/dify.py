@@ -182,14 +182,17 @@ class _Watchdog:
 
 
 class _StreamMonitor:
-    """Watches a stream from another thread (a read timeout would close the connection, and
-    a streamed request whose run has not started yet cannot be found again):
+    """Watches a stream on the process's one alarm thread (a read timeout would close the
+    connection, and a streamed request whose run has not started yet cannot be found again):
     - no `workflow_started` after STREAM_START_WAIT_S: asks `refused()` whether Dify refuses
       these inputs (then no run exists or ever will) and if so shuts the socket, so the
       reader can ask Dify in blocking mode for its reason; otherwise keeps waiting (Dify's
-      worker may only be busy: asking again would run the row twice);
+      worker may only be busy: asking again would run the row twice). That question does
+      I/O (the form, each file's host), so it gets a thread of its own; it is rare;
     - after `workflow_started`, STREAM_READ_TIMEOUT_S without a byte: shuts the socket, and
-      the run is looked up instead."""
+      the run is looked up instead.
+    No thread per call and no polling: an alarm fires when the next check is due and sets
+    the one after it (a thread per stream was the worker's largest CPU cost per row)."""
 
     def __init__(
         self,
@@ -201,39 +204,60 @@ class _StreamMonitor:
         self._socket = response.extensions.get("network_stream")
         self._started, self._refused, self._clock = started, refused, clock
         self._opened = self._last = clock()
-        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._done = False
+        self._checked = False
+        self._alarm: int | None = None
         self.refusal: str | None = None
         self.idle = False
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="stream-monitor")
 
     def touch(self) -> None:
         self._last = self._clock()
 
-    def _watch(self) -> None:
-        checked = False
-        while not self._done.wait(0.25):
-            now = self._clock()
-            if self._started.run_id is None:
-                if not checked and now - self._opened >= STREAM_START_WAIT_S:
-                    checked = True
-                    self.refusal = self._refused()
-                    if self.refusal is not None:
-                        return self._shut()
-            elif now - self._last >= STREAM_READ_TIMEOUT_S:
-                self.idle = True
-                return self._shut()
-        return None
+    def _arm(self, seconds: float) -> None:
+        with self._lock:
+            if not self._done:
+                self._alarm = _ALARMS.add(max(0.05, seconds), self._check)
+
+    def _check(self) -> None:
+        """On the alarm thread: decide quickly, never block."""
+        if self._done:
+            return
+        now = self._clock()
+        if self._started.run_id is None:
+            if not self._checked and now - self._opened >= STREAM_START_WAIT_S:
+                self._checked = True
+                threading.Thread(target=self._ask, daemon=True, name="stream-refusal").start()
+            wait = STREAM_START_WAIT_S - (now - self._opened)
+            # Until the run starts there is no idle limit; look again for `workflow_started`.
+            self._arm(wait if wait > 0 else STREAM_READ_TIMEOUT_S)
+            return
+        idle_for = now - self._last
+        if idle_for >= STREAM_READ_TIMEOUT_S:
+            self.idle = True
+            self._shut()
+            return
+        self._arm(STREAM_READ_TIMEOUT_S - idle_for)
+
+    def _ask(self) -> None:
+        refusal = self._refused()
+        if refusal is not None and self._started.run_id is None:
+            self.refusal = refusal
+            self._shut()
 
     def _shut(self) -> None:
-        if not self._done.is_set():
+        if not self._done:
             _shut_down(self._socket)
 
     def __enter__(self) -> _StreamMonitor:
-        self._thread.start()
+        self._arm(STREAM_START_WAIT_S)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
+        with self._lock:
+            self._done = True
+            if self._alarm is not None:
+                _ALARMS.cancel(self._alarm)
 
 
 class _EventText:
