@@ -328,15 +328,18 @@ class StatusStore:
         claim_id: str | None,
         changes: dict[str, Any],
         retry_for: float | None = None,
+        charge_tokens: bool = False,
     ) -> bool:
         """Write a run's outcome if the row is still claimed by `claim_id` (None: not claimed,
-        used to fail an exhausted row). Returns False when the claim was lost.
+        used to fail an exhausted row). Returns False when the claim was lost. With
+        `charge_tokens` (a spend limit is set) the run's tokens go to the spend counter in the
+        same transaction.
 
         Busy or unavailable Datastore is retried for `retry_for` seconds (the claim's lease
         left): TransientError after that. A value Datastore refuses raises PermanentError.
         """
 
-        tokens = int(changes.get("total_tokens") or 0)
+        tokens = int(changes.get("total_tokens") or 0) if charge_tokens else 0
 
         def work(txn: datastore.Transaction) -> bool:
             # A finished run's tokens go to the spend counter in the same transaction as its

@@ -29,12 +29,20 @@ def succeeded(tokens: int) -> dict[str, object]:
 def test_a_finished_run_is_charged_once_even_when_its_write_is_repeated(store):
     store.insert_new([NewRow("a", {"q": "질문"}, "h", 2), NewRow("b", {"q": "x"}, "h", 3)])
     claim_a = claimed(store, "a")
-    assert store.finish("a", claim_id=claim_a, changes=succeeded(120))
+    assert store.finish("a", claim_id=claim_a, changes=succeeded(120), charge_tokens=True)
     # A second write of the same outcome (a duplicate delivery) finds the claim gone.
-    assert not store.finish("a", claim_id=claim_a, changes=succeeded(120))
+    assert not store.finish("a", claim_id=claim_a, changes=succeeded(120), charge_tokens=True)
     # A run that charged nothing (no tokens) adds nothing.
-    assert store.finish("b", claim_id=claimed(store, "b"), changes=succeeded(0))
+    assert store.finish("b", claim_id=claimed(store, "b"), changes=succeeded(0), charge_tokens=True)
     assert store.spend_totals() == {"": 120}
+
+
+def test_without_a_limit_the_finish_writes_no_counter(store):
+    # The worker charges only while a spend limit is set: without one, a finish writes its row
+    # and nothing else (no contended shard at the queue's concurrency).
+    store.insert_new([NewRow("a", {"q": "x"}, "h", 2)])
+    assert store.finish("a", claim_id=claimed(store, "a"), changes=succeeded(120))
+    assert store.spend_totals() == {}
 
 
 def test_totals_are_kept_per_workflow(store):
@@ -46,7 +54,9 @@ def test_totals_are_kept_per_workflow(store):
         ]
     )
     for row_id, tokens in (("a", 10), ("b", 200), ("c", 5)):
-        assert store.finish(row_id, claim_id=claimed(store, row_id), changes=succeeded(tokens))
+        assert store.finish(
+            row_id, claim_id=claimed(store, row_id), changes=succeeded(tokens), charge_tokens=True
+        )
     assert store.spend_totals() == {"summary": 15, "translate": 200}
 
 
@@ -68,7 +78,9 @@ def test_concurrent_workers_lose_no_count(namespace, emulator_host):
     def finish(i: int) -> bool:
         store = worker_store()
         row_id = f"r{i:03d}"
-        return store.finish(row_id, claim_id=claimed(store, row_id), changes=succeeded(i + 1))
+        return store.finish(
+            row_id, claim_id=claimed(store, row_id), changes=succeeded(i + 1), charge_tokens=True
+        )
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         assert all(pool.map(finish, range(rows_n)))
