@@ -68,6 +68,7 @@ STREAM_READ_TIMEOUT_S = 30.0
 # A streamed request Dify refuses stays silent (one ping, then nothing for ~300 s); one that
 # sends no `workflow_started` in this long is asked again in blocking mode, which tells why.
 STREAM_START_WAIT_S = STREAM_READ_TIMEOUT_S
+FILE_PROBE_MAX_REDIRECTS = 5
 # The form used to tell a refused input from a slow start is read again after this long.
 FORM_TTL_S = 300.0
 FILE_PROBE_TIMEOUT_S = 10.0
@@ -610,10 +611,22 @@ class WorkflowClient:
             return None
         name = unquote(urlsplit(url).path).rsplit("/", 1)[-1]
         content_type = ""
-        try:
-            head = self._http.head(url, follow_redirects=True, timeout=FILE_PROBE_TIMEOUT_S)
-        except httpx.HTTPError:
-            return f"Reached maximum retries for URL {url} (its host does not answer)"
+        target = url
+        for _ in range(FILE_PROBE_MAX_REDIRECTS + 1):  # each hop checked, like the first
+            try:
+                head = self._http.head(target, timeout=FILE_PROBE_TIMEOUT_S)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                return f"Reached maximum retries for URL {url} (its host does not answer)"
+            except httpx.HTTPError:
+                # Not a host that is down (our own pool, a slow answer): no verdict, so the
+                # stream is waited for rather than asked again (that could run the row twice).
+                return None
+            location = head.headers.get("location") if head.is_redirect else None
+            if not location:
+                break
+            target = str(head.url.join(location))
+            if not _probe_allowed(target):
+                return None
         if head.status_code == 200:
             disposition = head.headers.get("content-disposition") or ""
             found = re.search(r'filename="?([^";]+)"?', disposition)

@@ -34,6 +34,11 @@ LEASE_SAFETY_S = 2.0
 log = get_logger("worker")
 
 
+# How long a failure recognised only from a run's error text waits for a second, different
+# row to fail the same way before it is forgotten (then the batch pauses).
+TEXT_FAILURE_WINDOW_S = 30 * 60.0
+
+
 class Workflow(Protocol):
     @property
     def timeout_s(self) -> float: ...
@@ -93,7 +98,9 @@ class WorkerService:
         self._queue = queue
         self._clock = clock
         # Failures recognised only from a run's error text: code -> the first row met with it.
-        self._text_failures: dict[str, str] = {}
+        # Kept TEXT_FAILURE_WINDOW_S and forgotten when a run succeeds, so an old one-off
+        # cannot pause the batch hours later together with an unrelated row.
+        self._text_failures: dict[str, tuple[str, float]] = {}
         self._text_lock = threading.Lock()
 
     def process_row(self, row_id: str) -> WorkerOutcome:
@@ -258,6 +265,9 @@ class WorkerService:
             return self._not_recorded(row_id, attempt, run.workflow_run_id, unavailable)
         if changes["status"] == Status.FAILED:
             return WorkerOutcome(TaskResult.FAILED, row_id, attempt, changes["error"])
+        if self._text_failures:  # Dify serves rows again: what one row met was its own
+            with self._text_lock:
+                self._text_failures.clear()
         return WorkerOutcome(TaskResult.SUCCEEDED, row_id, attempt, run.workflow_run_id or "")
 
     def _record_error_changes(
@@ -330,8 +340,12 @@ class WorkerService:
         this row's own, retried failure. Dify's structured answers pause at once."""
         if not isinstance(error, AppWideError) or not error.from_text:
             return error
+        now = self._clock()
         with self._text_lock:
-            first = self._text_failures.setdefault(error.code, row_id)
+            first, seen_at = self._text_failures.get(error.code, (row_id, now))
+            if now - seen_at > TEXT_FAILURE_WINDOW_S:
+                first, seen_at = row_id, now
+            self._text_failures[error.code] = (first, seen_at)
         if first != row_id:
             return error
         return TransientError(

@@ -981,6 +981,22 @@ def test_a_failure_known_from_a_runs_text_pauses_only_when_a_second_row_meets_it
     assert entity(ds_client, "row-2")["error"].startswith(code)
 
 
+def test_a_failure_known_from_text_is_forgotten_once_a_run_succeeds(
+    tasks_queue, store, ds_client, dify_server
+):
+    """A one-off (one row's own cells echoed in the error) followed by a good run is not held
+    against the next row that happens to fail the same way: no pause."""
+    reply = dify.finish(status="failed", error=dify.UPSTREAM_ERRORS["credentials"])
+    for row_id in ("row-1", "row-2", "row-3"):
+        add_row(store, row_id)
+    dify_server.script(reply, dify.finish({"answer": "42"}), reply)
+    with serve_function("worker/main.py", "process_row") as url:
+        outcomes = [deliver(url, {"id": i}).json()["outcome"] for i in ("row-1", "row-2", "row-3")]
+    assert outcomes == ["retry", "succeeded", "retry"]
+    assert tasks_queue.calls_of("PauseQueue") == []
+    assert entity(ds_client, "row-2")["status"] == "SUCCESS"
+
+
 def test_a_file_host_that_is_down_is_retried(worker_url, store, ds_client, dify_server):
     add_row(store)
     dify_server.script(
