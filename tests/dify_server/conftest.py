@@ -70,13 +70,24 @@ def _limit(app: str, n: int) -> None:
     subprocess.run([str(KIT / "limit"), app, str(n)], check=True, capture_output=True, timeout=60)
 
 
+def _already_up() -> bool:
+    port = os.environ.get("DIFY_SERVER_PORT", "5001")
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @pytest.fixture(scope="session")
-def dify_server() -> DifyServer:
+def dify_server() -> Iterator[DifyServer]:
+    """Started once per session; stopped at its end only if this session started it (a server
+    someone else runs is shared, as the kit asks), so a run leaves nothing behind."""
     if not (KIT / "start").exists():
         pytest.skip(
             f"Dify's server kit is not at {KIT} (set DIFY_SERVER_KIT to its folder): the "
             "real-server tier needs it"
         )
+    was_up = _already_up()
     started = subprocess.run(
         [str(KIT / "start")],
         env={**os.environ, "DIFY_SERVER_APPS": str(OUR_APPS)},
@@ -90,7 +101,9 @@ def dify_server() -> DifyServer:
     values = dict(line.split("=", 1) for line in started.stdout.splitlines() if "=" in line)
     for app in ("batch-slow",):  # a limit left behind by an interrupted run
         _limit(app, 0)
-    return DifyServer(url=values["DIFY_SERVER_URL"], values=values)
+    yield DifyServer(url=values["DIFY_SERVER_URL"], values=values)
+    if not was_up:
+        subprocess.run([str(KIT / "stop")], capture_output=True, timeout=300, check=False)
 
 
 def until_paused(queue: CloudTasksStandIn, _user: str) -> None:
