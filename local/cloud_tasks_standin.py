@@ -83,6 +83,7 @@ class CloudTasksStandIn:
     _wake: threading.Event = field(default_factory=threading.Event)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _in_flight: int = 0
+    _cleared: int = 0  # clear() count: a CreateTask still waiting out its latency is dropped
     _server: grpc.Server | None = None
     port: int = 0
 
@@ -136,7 +137,10 @@ class CloudTasksStandIn:
                 self._ended.add(name)
 
     def clear(self) -> None:
+        """Forget every task, and drop CreateTask calls still waiting out their latency (a
+        killed caller's calls never reach the queue)."""
         with self._lock:
+            self._cleared += 1
             self._tasks.clear()
             self._ended.clear()
             self.created.clear()
@@ -144,9 +148,12 @@ class CloudTasksStandIn:
     # -- the gRPC methods -----------------------------------------------------------------
 
     def _create(self, request: CreateTaskRequest, context: Any) -> Task:
+        cleared = self._cleared
         if self.latency:
             time.sleep(self.latency)
         with self._lock:
+            if self._cleared != cleared:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the stand-in was cleared meanwhile")
             self.created.append(request)
             if self.faults:
                 code, message = self.faults.popleft()
