@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,12 +22,13 @@ from local.sheets_standin import SheetsStandIn
 from shared.adapters.queue_control import PAUSE_KIND
 from shared.core.model import KIND
 from tests.conftest import PROJECT
-from tests.support.servers import ROOT, serve_function
+from tests.support.servers import ROOT, serve_loader_and_worker, wait_for
 
 KIT = Path(os.environ.get("DIFY_SERVER_KIT") or ROOT.parent / "shared" / "dify-server")
 OUR_APPS = ROOT / "tests" / "dify_apps"
 HELPER = f"http://127.0.0.1:{os.environ.get('DIFY_HELPER_PORT', '18080')}"
 FINISHED = {"SUCCESS", "FAILED"}
+TIER_WAIT_S = 240.0  # Dify's own server is slower than the stand-in
 
 
 @dataclass(frozen=True)
@@ -107,16 +107,7 @@ def dify_server() -> Iterator[DifyServer]:
 
 
 def until_paused(queue: CloudTasksStandIn, _user: str) -> None:
-    wait_for(lambda: bool(queue.paused) and not queue.in_flight())
-
-
-def wait_for(predicate: Callable[[], bool], seconds: float = 240.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    pytest.fail("the batch did not settle in time")
+    wait_for(lambda: bool(queue.paused) and not queue.in_flight(), TIER_WAIT_S)
 
 
 @dataclass
@@ -177,18 +168,17 @@ def run_batch(
             env["CLOUD_TASKS_EMULATOR_HOST"] = queue.host
             for name, value in env.items():
                 monkeypatch.setenv(name, value)
-            with serve_function("worker/main.py", "process_row") as worker_url:
-                monkeypatch.setenv("WORKER_URL", worker_url)
-                with serve_function("loader/main.py", "load_sheet") as loader_url:
-                    summary = httpx.post(loader_url, timeout=120).json()
-                    if during is not None:
-                        during(queue, user)
-                    wait_for(
-                        lambda: (
-                            (settle or (lambda s: set(s) <= FINISHED))(statuses())
-                            and not queue.in_flight()
-                        )
-                    )
+            with serve_loader_and_worker(monkeypatch) as loader_url:
+                summary = httpx.post(loader_url, timeout=120).json()
+                if during is not None:
+                    during(queue, user)
+                wait_for(
+                    lambda: (
+                        (settle or (lambda s: set(s) <= FINISHED))(statuses())
+                        and not queue.in_flight()
+                    ),
+                    TIER_WAIT_S,
+                )
         finally:
             queue.stop()
             sheets.stop()

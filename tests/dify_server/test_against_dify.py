@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from tests.dify_server.conftest import HELPER, DifyServer, until_paused, wait_for
+from tests.dify_server.conftest import HELPER, DifyServer, until_paused
 from tests.support.proxy import FaultyProxy
+from tests.support.servers import wait_for
 
 pytestmark = [pytest.mark.dify_server, pytest.mark.emulator]
 FORM_HEADER = ["id", "title", "language", "count", "notes", "doc", "pics"]

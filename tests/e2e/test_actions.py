@@ -35,21 +35,12 @@ from shared.adapters.store import spend_totals
 from shared.core.model import KIND
 from shared.entrypoints import wiring
 from tests.conftest import PROJECT
-from tests.support.servers import serve_function
+from tests.support.servers import serve_loader_and_worker, wait_for
 
 pytestmark = pytest.mark.emulator
 KEY = "app-actions-key"
 TOKENS = 123  # what the Dify stand-in reports per run
 QUEUE_PATH = f"projects/{PROJECT}/locations/asia-northeast3/queues/dify"
-
-
-def wait_for(predicate, seconds=120.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail("the batch did not settle in time")
 
 
 @dataclass
@@ -111,10 +102,8 @@ def stack(monkeypatch, namespace, ds_client, rows, **settings: str) -> Iterator[
         env["CLOUD_TASKS_EMULATOR_HOST"] = queue.host
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        with serve_function("worker/main.py", "process_row") as worker_url:
-            monkeypatch.setenv("WORKER_URL", worker_url)
-            with serve_function("loader/main.py", "load_sheet") as loader_url:
-                yield Stack(loader_url, namespace, ds_client, llm, queue, sheets)
+        with serve_loader_and_worker(monkeypatch) as loader_url:
+            yield Stack(loader_url, namespace, ds_client, llm, queue, sheets)
     finally:
         queue.stop()
         llm.stop()

@@ -17,19 +17,10 @@ from local.sheets_standin import SheetsStandIn
 from shared.adapters.queue_control import PAUSE_KIND
 from shared.core.model import KIND
 from tests.conftest import PROJECT
-from tests.support.servers import serve_function
+from tests.support.servers import serve_function, serve_loader_and_worker, wait_for
 
 pytestmark = pytest.mark.emulator
 KEY = "app-e2e-key"
-
-
-def wait_for(predicate, seconds=120.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail("the pipeline did not settle in time")
 
 
 def test_every_row_runs_once_never_above_the_concurrency_cap(monkeypatch, namespace, ds_client):
@@ -120,35 +111,31 @@ def test_an_app_wide_failure_pauses_the_batch_within_one_wave_and_resume_finishe
         env["CLOUD_TASKS_EMULATOR_HOST"] = queue.host
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        with serve_function("worker/main.py", "process_row") as worker_url:
-            monkeypatch.setenv("WORKER_URL", worker_url)
-            with serve_function("loader/main.py", "load_sheet") as loader_url:
-                assert httpx.post(loader_url, timeout=120).json()["tasks_created"] == 24
-                wait_for(
-                    lambda: queue.paused and queue.peak_in_flight > 0 and not queue.in_flight()
-                )
-                # One wave at most: the rows already dispatched when the first one paused it.
-                assert len(llm.run_calls()) <= 4
-                assert statuses(ds_client) == Counter({"PENDING": 24})
-                assert all(e["attempts"] == 0 for e in ds_client.query(kind=KIND).fetch())
-                summary = httpx.post(loader_url, timeout=120).json()
-                assert summary["queue"]["state"] == "PAUSED"
-                expected = "unauthorized" if cause == "wrong_key" else "rate_limit_error"
-                assert summary["queue"]["paused_code"] == expected
-                assert summary["queue"]["paused_reason"].startswith(expected)
-                assert summary["tasks_created"] == 0  # the tasks wait in the paused queue
-                time.sleep(1)
-                assert len(llm.run_calls()) <= 4  # it stays paused: never resumed by itself
+        with serve_loader_and_worker(monkeypatch) as loader_url:
+            assert httpx.post(loader_url, timeout=120).json()["tasks_created"] == 24
+            wait_for(lambda: queue.paused and queue.peak_in_flight > 0 and not queue.in_flight())
+            # One wave at most: the rows already dispatched when the first one paused it.
+            assert len(llm.run_calls()) <= 4
+            assert statuses(ds_client) == Counter({"PENDING": 24})
+            assert all(e["attempts"] == 0 for e in ds_client.query(kind=KIND).fetch())
+            summary = httpx.post(loader_url, timeout=120).json()
+            assert summary["queue"]["state"] == "PAUSED"
+            expected = "unauthorized" if cause == "wrong_key" else "rate_limit_error"
+            assert summary["queue"]["paused_code"] == expected
+            assert summary["queue"]["paused_reason"].startswith(expected)
+            assert summary["tasks_created"] == 0  # the tasks wait in the paused queue
+            time.sleep(1)
+            assert len(llm.run_calls()) <= 4  # it stays paused: never resumed by itself
 
-                # The operator fixes the cause, then resumes.
-                if cause == "wrong_key":
-                    secrets.secrets["dify-key"] = KEY
-                else:
-                    llm.behaviour = dify.finish
-                resumed = httpx.post(loader_url, params={"resume": "true"}, timeout=120).json()
-                assert resumed["queue"]["state"] == "RUNNING"
-                assert resumed["queue"]["resumed"] is True
-                wait_for(lambda: statuses(ds_client) == Counter({"SUCCESS": 24}))
+            # The operator fixes the cause, then resumes.
+            if cause == "wrong_key":
+                secrets.secrets["dify-key"] = KEY
+            else:
+                llm.behaviour = dify.finish
+            resumed = httpx.post(loader_url, params={"resume": "true"}, timeout=120).json()
+            assert resumed["queue"]["state"] == "RUNNING"
+            assert resumed["queue"]["resumed"] is True
+            wait_for(lambda: statuses(ds_client) == Counter({"SUCCESS": 24}))
     finally:
         queue.stop()
         llm.stop()

@@ -5,7 +5,6 @@ the Cloud Tasks stand-in and the real worker."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 
 import httpx
@@ -18,17 +17,10 @@ from shared.adapters.store import spend_totals
 from shared.core.model import KIND
 from shared.entrypoints import wiring
 from tests.conftest import PROJECT
-from tests.support.servers import serve_function
+from tests.support.servers import serve_loader_and_worker, wait_for
 
 pytestmark = pytest.mark.emulator
 CAPS = {"math": 2, "essay": 3, "translate": 1}
-
-
-def wait_for(predicate, seconds=120.0):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "the pipeline did not settle in time"
-        time.sleep(0.2)
 
 
 def statuses(ds_client):
@@ -110,15 +102,13 @@ def test_each_row_runs_on_its_own_workflow_under_its_own_cap(
 ):
     sheets, queue = start(monkeypatch, namespace, apps, SHEET)
     try:
-        with serve_function("worker/main.py", "process_row") as worker_url:
-            monkeypatch.setenv("WORKER_URL", worker_url)
-            with serve_function("loader/main.py", "load_sheet") as loader_url:
-                summary = httpx.post(loader_url, timeout=120).json()
-                wait_for(lambda: statuses(ds_client) == Counter({"SUCCESS": 16}))
-                # The owners move a math row to the essay app; asked to, it runs there.
-                sheets.spreadsheets["book"]["Sheet1"][1][1] = "essay"
-                again = httpx.post(loader_url, json={"reprocess_changed": True}, timeout=120)
-                wait_for(lambda: statuses(ds_client) == Counter({"SUCCESS": 16}))
+        with serve_loader_and_worker(monkeypatch) as loader_url:
+            summary = httpx.post(loader_url, timeout=120).json()
+            wait_for(lambda: statuses(ds_client) == Counter({"SUCCESS": 16}))
+            # The owners move a math row to the essay app; asked to, it runs there.
+            sheets.spreadsheets["book"]["Sheet1"][1][1] = "essay"
+            again = httpx.post(loader_url, json={"reprocess_changed": True}, timeout=120)
+            wait_for(lambda: statuses(ds_client) == Counter({"SUCCESS": 16}))
     finally:
         queue.stop()
         sheets.stop()
@@ -154,17 +144,15 @@ def test_each_row_runs_on_its_own_workflow_under_its_own_cap(
 def test_a_wrong_key_pauses_only_its_workflows_queue(monkeypatch, namespace, ds_client, apps):
     sheets, queue = start(monkeypatch, namespace, apps, SHEET[:-1], math="app-typo")
     try:
-        with serve_function("worker/main.py", "process_row") as worker_url:
-            monkeypatch.setenv("WORKER_URL", worker_url)
-            with serve_function("loader/main.py", "load_sheet") as loader_url:
-                httpx.post(loader_url, timeout=120)
-                wait_for(
-                    lambda: (
-                        statuses(ds_client) == Counter({"SUCCESS": 10, "PENDING": 6})
-                        and not queue.in_flight()
-                    )
+        with serve_loader_and_worker(monkeypatch) as loader_url:
+            httpx.post(loader_url, timeout=120)
+            wait_for(
+                lambda: (
+                    statuses(ds_client) == Counter({"SUCCESS": 10, "PENDING": 6})
+                    and not queue.in_flight()
                 )
-                summary = httpx.post(loader_url, timeout=120).json()
+            )
+            summary = httpx.post(loader_url, timeout=120).json()
     finally:
         queue.stop()
         sheets.stop()
@@ -193,25 +181,23 @@ def test_a_workflows_own_spend_limit_pauses_only_its_queue_until_raised(
     monkeypatch.setenv("WORKFLOWS", with_math_limit(apps, 2 * 123))  # 123 tokens a run
     math_queue = f"projects/{PROJECT}/locations/asia-northeast3/queues/math"
     try:
-        with serve_function("worker/main.py", "process_row") as worker_url:
-            monkeypatch.setenv("WORKER_URL", worker_url)
-            with serve_function("loader/main.py", "load_sheet") as loader_url:
-                httpx.post(loader_url, timeout=120)
-                wait_for(
-                    lambda: (
-                        queue.paused == {math_queue}
-                        and statuses(ds_client)["PENDING"] + statuses(ds_client)["SUCCESS"] == 16
-                        and not statuses(ds_client)["PROCESSING"]
-                        and not queue.in_flight()
-                        and len(apps["essay"].run_calls()) == 7
-                    )
+        with serve_loader_and_worker(monkeypatch) as loader_url:
+            httpx.post(loader_url, timeout=120)
+            wait_for(
+                lambda: (
+                    queue.paused == {math_queue}
+                    and statuses(ds_client)["PENDING"] + statuses(ds_client)["SUCCESS"] == 16
+                    and not statuses(ds_client)["PROCESSING"]
+                    and not queue.in_flight()
+                    and len(apps["essay"].run_calls()) == 7
                 )
-                math_done = len(apps["math"].run_calls())
-                refused = httpx.post(loader_url, json={"resume": True}, timeout=120).json()
-                monkeypatch.setenv("WORKFLOWS", with_math_limit(apps, 100 * 123))
-                wiring.reset()  # a redeploy with the raised limit
-                resumed = httpx.post(loader_url, json={"resume": True}, timeout=120).json()
-                wait_for(lambda: statuses(ds_client) == Counter({"SUCCESS": 16}))
+            )
+            math_done = len(apps["math"].run_calls())
+            refused = httpx.post(loader_url, json={"resume": True}, timeout=120).json()
+            monkeypatch.setenv("WORKFLOWS", with_math_limit(apps, 100 * 123))
+            wiring.reset()  # a redeploy with the raised limit
+            resumed = httpx.post(loader_url, json={"resume": True}, timeout=120).json()
+            wait_for(lambda: statuses(ds_client) == Counter({"SUCCESS": 16}))
     finally:
         queue.stop()
         sheets.stop()
